@@ -1,0 +1,59 @@
+"""What a compression job asks for: the one validated input of the pipeline."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Part = Literal["vision", "language"]
+HeadMethod = Literal["infoprune", "infoprune_free", "random", "l1", "taylor", "entropy", "none"]
+FFNMethod = Literal["whitened_svd", "svd", "uniform", "width", "auto", "none"]
+
+HEAD_METHODS: tuple[str, ...] = HeadMethod.__args__  # type: ignore[attr-defined]
+FFN_METHODS: tuple[str, ...] = FFNMethod.__args__  # type: ignore[attr-defined]
+
+
+class CompressionConfig(BaseModel):
+    """Budget, scope and method choices of one compression run.
+
+    Either ``target_flops_ratio`` (fraction of the scope's FLOPs to keep) or the explicit knobs
+    ``head_keep_ratio`` / ``ffn_epsilon`` are given, not both.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_flops_ratio: float | None = Field(default=None, gt=0.0, le=1.0)
+    head_keep_ratio: float | None = Field(default=None, gt=0.0, le=1.0)
+    ffn_epsilon: float | None = Field(default=None, ge=0.0, lt=1.0)
+    scope: tuple[Part, ...] = ("vision", "language")
+    heads: HeadMethod = "infoprune"
+    ffn: FFNMethod = "auto"
+    calibration: str | None = None
+    eval_set: str | None = None
+    calibration_samples: int = Field(default=64, ge=1, le=100_000)
+    held_out_samples: int = Field(default=16, ge=1, le=10_000)
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    max_text_tokens: int = Field(default=64, ge=4, le=8192)
+    gate_steps: int = Field(default=150, ge=0, le=100_000)
+    recovery_steps: int = Field(default=100, ge=0, le=100_000)
+    validate_scores: bool = False
+    latency_batch: int = Field(default=32, ge=1, le=1024)
+    latency_repeats: int = Field(default=5, ge=1, le=1000)
+    measure_latency: bool = True
+    seed: int = 0
+    threads: int = Field(default=1, ge=1, le=256)
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> CompressionConfig:
+        explicit = self.head_keep_ratio is not None or self.ffn_epsilon is not None
+        if self.target_flops_ratio is not None and explicit:
+            raise ValueError("give either target_flops_ratio or head_keep_ratio/ffn_epsilon, not both")
+        if self.target_flops_ratio is None and not explicit:
+            raise ValueError("a budget is required: target_flops_ratio, or head_keep_ratio and/or ffn_epsilon")
+        if not self.scope:
+            raise ValueError("scope must name at least one of: vision, language")
+        if len(set(self.scope)) != len(self.scope):
+            raise ValueError("scope lists a part twice")
+        return self
