@@ -1,0 +1,153 @@
+"""What the algorithm needs to know about a model family, and nothing more.
+
+An adapter says where attention blocks and FFNs are, how heads and KV groups are laid out,
+which part (vision / projector / language) each module belongs to, and how to read a model's
+output for distillation. The pruning code only talks to adapters.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+Part = Literal["vision", "projector", "language"]
+Modality = Literal["text", "vision", "vision_text"]
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """One multi-head attention block: its projections by module path, and its head layout."""
+
+    name: str  # module path of the attention module
+    part: Part
+    q: str
+    k: str
+    v: str
+    o: str
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+    @property
+    def group_size(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+
+@dataclass(frozen=True)
+class FFNSite:
+    """One feed-forward block: linears reading the block input, then the linear writing its output."""
+
+    name: str
+    part: Part
+    inputs: tuple[str, ...]  # fc1, or gate_proj + up_proj
+    output: str  # fc2 / down_proj
+    gated: bool
+
+
+class ModelAdapter(ABC):
+    """Base of the per-family adapters. Subclasses list the `model_types` they handle."""
+
+    model_types: tuple[str, ...] = ()
+    modality: Modality = "text"
+
+    @abstractmethod
+    def part_prefixes(self, model: nn.Module) -> dict[str, Part]:
+        """Module-path prefixes mapped to the part they belong to ("" matches everything)."""
+
+    @abstractmethod
+    def attention_sites(self, model: nn.Module) -> list[AttentionSite]: ...
+
+    @abstractmethod
+    def ffn_sites(self, model: nn.Module) -> list[FFNSite]: ...
+
+    def part_of(self, model: nn.Module, module_name: str) -> Part:
+        """The part a module belongs to: longest matching prefix wins."""
+        best: tuple[int, Part] | None = None
+        for prefix, part in self.part_prefixes(model).items():
+            if (module_name == prefix or module_name.startswith(prefix + ".") or prefix == "") and (
+                best is None or len(prefix) > best[0]
+            ):
+                best = (len(prefix), part)
+        if best is None:
+            raise KeyError(f"module {module_name!r} belongs to no known part")
+        return best[1]
+
+
+def iter_named(model: nn.Module, root: str) -> Iterator[tuple[str, nn.Module]]:
+    """Named submodules under `root` (a module path, "" for the model), with full paths."""
+    base = model.get_submodule(root) if root else model
+    for name, module in base.named_modules():
+        yield (f"{root}.{name}" if root and name else root or name), module
+
+
+def find_attention_sites(
+    model: nn.Module,
+    root: str,
+    part: Part,
+    projections: tuple[str, str, str, str],
+    layout: type[nn.Module] | tuple[type[nn.Module], ...] | None = None,
+) -> list[AttentionSite]:
+    """Find attention modules under `root` by structure: a module owning the four named projections.
+
+    ``projections`` are (q, k, v, o) attribute paths relative to the attention module; the head
+    layout is read from the q and k output sizes and the module's ``head_dim`` attribute.
+    """
+    q_name, k_name, v_name, o_name = projections
+    sites = []
+    for name, module in iter_named(model, root):
+        if layout is not None and not isinstance(module, layout):
+            continue
+        try:
+            q, k = module.get_submodule(q_name), module.get_submodule(k_name)
+            module.get_submodule(v_name)
+            module.get_submodule(o_name)
+        except AttributeError:
+            continue
+        if not isinstance(q, nn.Linear) or not isinstance(k, nn.Linear):
+            continue
+        holder = module.get_submodule(q_name.rpartition(".")[0]) if "." in q_name else module
+        head_dim = int(getattr(holder, "head_dim", 0) or getattr(holder, "attention_head_size", 0))
+        if head_dim <= 0:
+            raise ValueError(f"cannot read head_dim of attention module {name}")
+        sites.append(
+            AttentionSite(
+                name=name,
+                part=part,
+                q=f"{name}.{q_name}",
+                k=f"{name}.{k_name}",
+                v=f"{name}.{v_name}",
+                o=f"{name}.{o_name}",
+                num_heads=q.out_features // head_dim,
+                num_kv_heads=k.out_features // head_dim,
+                head_dim=head_dim,
+            )
+        )
+    return sites
+
+
+def find_ffn_sites(
+    model: nn.Module, root: str, part: Part, inputs: tuple[str, ...], output: str
+) -> list[FFNSite]:
+    """Find FFN blocks under `root` by structure: a module owning the named input and output linears."""
+    sites = []
+    for name, module in iter_named(model, root):
+        try:
+            linears = [module.get_submodule(path) for path in (*inputs, output)]
+        except AttributeError:
+            continue
+        if not all(isinstance(linear, nn.Linear) for linear in linears):
+            continue
+        sites.append(
+            FFNSite(
+                name=name,
+                part=part,
+                inputs=tuple(f"{name}.{path}" for path in inputs),
+                output=f"{name}.{output}",
+                gated=len(inputs) > 1,
+            )
+        )
+    return sites

@@ -1,0 +1,42 @@
+"""LLaVA: a CLIP/SigLIP vision tower, a projector and a LLaMA-family language model."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, Part
+from infoprune_core.adapters.clip import clip_sites
+from infoprune_core.adapters.llama import llama_sites
+
+
+def _module_path(model: nn.Module, suffix: str) -> str:
+    """Shortest module path ending in `suffix` (e.g. "model.vision_tower")."""
+    names = [name for name, _ in model.named_modules() if name.split(".")[-1] == suffix]
+    if not names:
+        raise ValueError(f"LLaVA model has no module named {suffix!r}")
+    return min(names, key=len)
+
+
+class LlavaAdapter(ModelAdapter):
+    model_types = ("llava",)
+    modality = "vision_text"
+
+    def _paths(self, model: nn.Module) -> tuple[str, str, str]:
+        return (
+            _module_path(model, "vision_tower"),
+            _module_path(model, "multi_modal_projector"),
+            _module_path(model, "language_model"),
+        )
+
+    def part_prefixes(self, model: nn.Module) -> dict[str, Part]:
+        vision, projector, _ = self._paths(model)
+        # The language model, embeddings and lm_head are everything that is not vision or projector.
+        return {"": "language", vision: "vision", projector: "projector"}
+
+    def attention_sites(self, model: nn.Module) -> list[AttentionSite]:
+        vision, _, language = self._paths(model)
+        return clip_sites(model, vision, "vision")[0] + llama_sites(model, language, "language")[0]
+
+    def ffn_sites(self, model: nn.Module) -> list[FFNSite]:
+        vision, _, language = self._paths(model)
+        return clip_sites(model, vision, "vision")[1] + llama_sites(model, language, "language")[1]

@@ -1,0 +1,143 @@
+"""A procedural visual question-answering task: coloured shapes on a noisy background.
+
+Every sample is a 64x64 RGB image with one or two shapes and a question whose one-word answer
+needs the image. Generation is deterministic given a seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+IMAGE_SIZE = 64
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (45, 80, 215),
+    "yellow": (225, 205, 35),
+    "purple": (135, 55, 175),
+    "orange": (240, 135, 25),
+}
+SHAPES = ("circle", "square", "triangle")
+SIDES = ("left", "right")
+COUNTS = ("one", "two")
+QUESTIONS: dict[str, str] = {
+    "color": "what color is the shape ?",
+    "shape": "what shape is it ?",
+    "side": "where is the shape ?",
+    "count": "how many shapes ?",
+}
+PROMPT_TEMPLATE = "<image> {question} answer :"
+ANSWERS: tuple[str, ...] = (*COLORS, *SHAPES, *SIDES, *COUNTS)
+
+# Seeds of the three splits; the evaluation seed is never used for training.
+TRAIN_SEED = 0
+CALIBRATION_SEED = 1
+EVAL_SEED = 2
+
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str
+    color: str
+    cx: int
+    cy: int
+    radius: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Image.Image
+    question: str
+    answer: str
+
+    @property
+    def prompt(self) -> str:
+        """The model's text input; the answer is the single next token."""
+        return PROMPT_TEMPLATE.format(question=self.question)
+
+
+def vocabulary() -> list[str]:
+    """All words of the task (prompts and answers), sorted."""
+    words = set(PROMPT_TEMPLATE.format(question="").split()) | set(ANSWERS)
+    for question in QUESTIONS.values():
+        words.update(question.split())
+    words.discard("<image>")
+    return sorted(words)
+
+
+def _random_shape(rng: np.random.Generator, side: str | None) -> Shape:
+    radius = int(rng.integers(7, 13))
+    low, high = radius + 1, IMAGE_SIZE - radius - 2
+    if side == "left":
+        high = IMAGE_SIZE // 2 - 6
+    elif side == "right":
+        low = IMAGE_SIZE // 2 + 6
+    return Shape(
+        kind=SHAPES[rng.integers(len(SHAPES))],
+        color=list(COLORS)[rng.integers(len(COLORS))],
+        cx=int(rng.integers(low, high + 1)),
+        cy=int(rng.integers(radius + 1, IMAGE_SIZE - radius - 1)),
+        radius=radius,
+    )
+
+
+def _two_shapes(rng: np.random.Generator) -> list[Shape]:
+    first = _random_shape(rng, None)
+    while True:
+        second = _random_shape(rng, None)
+        gap = np.hypot(first.cx - second.cx, first.cy - second.cy)
+        if gap > 1.5 * (first.radius + second.radius) + 2:
+            return [first, second]
+
+
+def _background(rng: np.random.Generator) -> np.ndarray:
+    """A light grey background with sparse speckle noise (sparse so that PNGs stay small)."""
+    grey = rng.integers(205, 246)
+    pixels = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), grey, dtype=np.int16)
+    speckles = rng.random((IMAGE_SIZE, IMAGE_SIZE)) < 0.04
+    pixels[speckles] += rng.integers(-40, 11, size=(int(speckles.sum()), 1)).astype(np.int16)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def _draw(image: Image.Image, shape: Shape, rng: np.random.Generator) -> None:
+    jitter = rng.integers(-15, 16, size=3)
+    fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLORS[shape.color], jitter, strict=True))
+    x, y, r = shape.cx, shape.cy, shape.radius
+    draw = ImageDraw.Draw(image)
+    if shape.kind == "circle":
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+    elif shape.kind == "square":
+        s = round(r * 0.85)
+        draw.rectangle((x - s, y - s, x + s, y + s), fill=fill)
+    else:
+        draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
+
+
+def random_sample(rng: np.random.Generator) -> Sample:
+    """Draw one (image, question, answer); two-shape images are asked only for the count."""
+    kind = list(QUESTIONS)[rng.integers(len(QUESTIONS))]
+    two = kind == "count" and bool(rng.integers(2))
+    side = SIDES[rng.integers(2)]
+    shapes = _two_shapes(rng) if two else [_random_shape(rng, side)]
+    image = Image.fromarray(_background(rng))
+    for shape in shapes:
+        _draw(image, shape, rng)
+    answer = {"color": shapes[0].color, "shape": shapes[0].kind, "side": side, "count": COUNTS[len(shapes) - 1]}
+    return Sample(image=image, question=QUESTIONS[kind], answer=answer[kind])
+
+
+def generate(seed: int) -> Iterator[Sample]:
+    """An endless, deterministic stream of samples for a seed."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield random_sample(rng)
+
+
+def make_split(seed: int, size: int) -> list[Sample]:
+    """The first `size` samples of the stream for `seed`."""
+    stream = generate(seed)
+    return [next(stream) for _ in range(size)]

@@ -1,0 +1,113 @@
+"""Train the demo VLM from scratch on the shapes task and write the shipped assets.
+
+    python -m infoprune_core.demo.train [--output DIR] [--data-dir DIR] [--steps N]
+
+Writes the model, tokenizer and processor to `--output` (default `assets/model/`) and the
+calibration and evaluation splits to `--data-dir` (default `assets/`). Deterministic on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.functional import cross_entropy
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+from infoprune_core.demo import ASSETS_DIR
+from infoprune_core.demo.dataset import write_jsonl
+from infoprune_core.demo.model import (
+    accuracy,
+    answer_ids,
+    answer_logits,
+    build_model,
+    build_processor,
+    build_tokenizer,
+    encode,
+)
+from infoprune_core.demo.shapes import CALIBRATION_SEED, EVAL_SEED, TRAIN_SEED, generate, make_split
+
+CALIBRATION_SIZE = 256
+EVAL_SIZE = 400
+TORCH_SEED = 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=ASSETS_DIR / "model", help="model directory")
+    parser.add_argument("--data-dir", type=Path, default=ASSETS_DIR, help="parent of calibration/ and eval/")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=30, help="linear warm-up steps before cosine decay")
+    parser.add_argument("--log-every", type=int, default=50)
+    return parser.parse_args(argv)
+
+
+def warmup_cosine(step: int, steps: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def train(
+    model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace
+) -> None:
+    """AdamW on the cross-entropy of the answer token, fresh samples every step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, args.steps, args.warmup)
+    )
+    stream = generate(TRAIN_SEED)
+    model.train()
+    running = 0.0
+    for step in range(1, args.steps + 1):
+        batch = [next(stream) for _ in range(args.batch_size)]
+        loss = cross_entropy(answer_logits(model, encode(processor, batch)), answer_ids(processor, batch))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        running += loss.item()
+        if step % args.log_every == 0:
+            print(f"step {step:5d}  train loss {running / args.log_every:.4f}", flush=True)
+            running = 0.0
+
+
+def save_model(model: LlavaForConditionalGeneration, processor: LlavaProcessor, output: Path) -> None:
+    """Write config, safetensors weights, tokenizer and processor files (no pickle)."""
+    model.save_pretrained(output)
+    processor.save_pretrained(output)
+    pickles = [p.name for p in output.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl"}]
+    if pickles:
+        raise RuntimeError(f"pickle files in {output}: {pickles}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(TORCH_SEED)
+    processor = build_processor(build_tokenizer())
+    model = build_model(processor.tokenizer)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"parameters: {params:,} ({params * 4 / 1e6:.1f} MB float32)", flush=True)
+    start = time.perf_counter()
+    train(model, processor, args)
+    print(f"training time: {time.perf_counter() - start:.0f} s", flush=True)
+    calibration = make_split(CALIBRATION_SEED, CALIBRATION_SIZE)
+    held_out = make_split(EVAL_SEED, EVAL_SIZE)
+    print(f"calibration accuracy: {accuracy(model, processor, calibration):.4f}")
+    print(f"held-out accuracy: {accuracy(model, processor, held_out):.4f}")
+    save_model(model, processor, args.output)
+    write_jsonl(calibration, args.data_dir / "calibration" / "calibration.jsonl")
+    write_jsonl(held_out, args.data_dir / "eval" / "eval.jsonl")
+    print(f"wrote {args.output}, {args.data_dir / 'calibration'}, {args.data_dir / 'eval'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""What was gained and lost: fidelity to the original, task accuracy, measured latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from infoprune_core.calibration import Encoder, Sample, batched
+from infoprune_core.objectives import cosine, divergence, model_output, top1_agreement
+
+Batch = Mapping[str, torch.Tensor]
+
+
+def fidelity(
+    model: nn.Module, batches: Sequence[Batch], teachers: Sequence[tuple[torch.Tensor, bool]]
+) -> dict[str, float]:
+    """Output KL (logits) or relative error (features), cosine and top-1 agreement vs the original."""
+    totals = {"divergence": 0.0, "cosine": 0.0, "top1_agreement": 0.0}
+    logits = teachers[0][1]
+    with torch.no_grad():
+        for batch, (teacher, _) in zip(batches, teachers, strict=True):
+            student, _ = model_output(model, batch)
+            mask = batch.get("attention_mask")
+            totals["divergence"] += float(divergence(student, teacher, logits, mask))
+            totals["cosine"] += float(cosine(student, teacher, mask))
+            totals["top1_agreement"] += float(top1_agreement(student, teacher, mask))
+    result = {key: value / len(batches) for key, value in totals.items()}
+    result["kind"] = "kl" if logits else "relative_mse"  # type: ignore[assignment]
+    if not logits:
+        del result["top1_agreement"]
+    return result
+
+
+def accuracy(model: nn.Module, encoder: Encoder, samples: Sequence[Sample], batch_size: int) -> float:
+    """Exact-match accuracy: class index for `label` samples, teacher-forced greedy answer tokens otherwise."""
+    correct = 0
+    with torch.no_grad():
+        for chunk in batched(samples, batch_size):
+            if all(s.label is not None for s in chunk):
+                inputs = encoder.encode(chunk)
+                output, _ = model_output(model, inputs)
+                scores = output if output.dim() == 2 else output[:, -1]
+                labels = torch.tensor([s.label for s in chunk])
+                correct += int((scores.argmax(-1) == labels).sum())
+                continue
+            inputs = encoder.encode(chunk, with_answers=True)
+            output, _ = model_output(model, inputs)
+            ids = inputs["input_ids"]
+            for row, length in enumerate(encoder.answer_lengths(chunk)):
+                predicted = output[row, -length - 1 : -1].argmax(-1)
+                correct += int(torch.equal(predicted, ids[row, -length:]))
+    return correct / len(samples)
+
+
+def latency(model: nn.Module, batch: Batch, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median wall time of a forward pass after warm-up, in milliseconds."""
+    timings = []
+    with torch.no_grad():
+        for index in range(warmup + repeats):
+            start = time.perf_counter()
+            model(**batch)
+            if index >= warmup:
+                timings.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": statistics.median(timings), "min_ms": min(timings), "repeats": repeats}
+
+
+def latency_batch(batches: Sequence[Batch], size: int) -> dict[str, torch.Tensor]:
+    """A batch of `size` rows made by repeating the rows of the first batch."""
+    first = batches[0]
+    rows = next(iter(first.values())).shape[0]
+    index = torch.arange(size) % rows
+    return {key: value[index] for key, value in first.items()}

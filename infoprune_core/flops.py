@@ -1,0 +1,96 @@
+"""Analytic FLOP counting from shapes seen on one stated input.
+
+One forward pass with hooks records how many tokens reach every linear and convolution and how long
+each attention sequence is; FLOPs then follow from shapes (a multiply-add counts 2). The same token
+counts let the planner predict the FLOPs of a candidate structure without running it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from infoprune_core.adapters.base import AttentionSite, ModelAdapter
+
+PARTS = ("vision", "projector", "language")
+
+
+@dataclass
+class FlopCount:
+    """FLOPs per module path (linears, convolutions) and per attention site (QK^T and AV products)."""
+
+    modules: dict[str, float] = field(default_factory=dict)
+    attention_core: dict[str, float] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)  # tokens reaching each linear
+    sequence: dict[str, int] = field(default_factory=dict)  # sequence length at each attention site
+
+    def by_part(self, adapter: ModelAdapter, model: nn.Module) -> dict[str, float]:
+        totals = dict.fromkeys(PARTS, 0.0)
+        for name, flops in (*self.modules.items(), *self.attention_core.items()):
+            totals[adapter.part_of(model, name)] += flops
+        return totals
+
+    @property
+    def total(self) -> float:
+        return sum(self.modules.values()) + sum(self.attention_core.values())
+
+
+def attention_core_flops(sequence: int, num_heads: int, head_dim: int) -> float:
+    """QK^T and AV for one sequence: 2 products of T x T x (H*d) multiply-adds."""
+    return 4.0 * sequence * sequence * num_heads * head_dim
+
+
+def count_flops(
+    model: nn.Module, sites: list[AttentionSite], inputs: Mapping[str, torch.Tensor]
+) -> FlopCount:
+    """Run `model(**inputs)` once (batch 1) and count FLOPs from the shapes that flow."""
+    count = FlopCount()
+    q_paths = {site.q: site for site in sites}
+    handles = []
+
+    def on_linear(name: str):
+        def hook(module: nn.Linear, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            tokens = output.numel() // module.out_features
+            count.tokens[name] = count.tokens.get(name, 0) + tokens
+            count.modules[name] = count.modules.get(name, 0.0) + 2.0 * tokens * module.in_features * (
+                module.out_features
+            )
+            site = q_paths.get(name)
+            if site is not None:
+                sequence = output.shape[-2]
+                count.sequence[site.name] = sequence
+                count.attention_core[site.name] = count.attention_core.get(site.name, 0.0) + (
+                    output.numel() // (sequence * module.out_features)
+                ) * attention_core_flops(sequence, module.out_features // site.head_dim, site.head_dim)
+
+        return hook
+
+    def on_conv(name: str):
+        def hook(module: nn.Conv2d, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            count.modules[name] = count.modules.get(name, 0.0) + 2.0 * output.numel() * kernel
+
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(on_linear(name)))
+        elif isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(on_conv(name)))
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return count
+
+
+def parameter_count_by_part(model: nn.Module, adapter: ModelAdapter) -> dict[str, int]:
+    totals = dict.fromkeys(PARTS, 0)
+    for name, parameter in model.named_parameters():
+        totals[adapter.part_of(model, name.rpartition(".")[0])] += parameter.numel()
+    return totals

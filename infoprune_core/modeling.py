@@ -1,0 +1,89 @@
+"""Loading a source model directory: config, adapter, model class, processor. Never remote code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from infoprune_core.adapters import ModelAdapter, adapter_for
+from infoprune_core.errors import SourceError
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    adapter: ModelAdapter
+    processor: Any  # a processor, image processor or tokenizer, by the adapter's modality
+    config: dict[str, Any]
+    directory: Path
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SourceError(f"cannot read {directory / 'config.json'}: {error}") from error
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise SourceError(f"{directory / 'config.json'} has no model_type")
+    return config
+
+
+def adapter_for_config(config: dict[str, Any]) -> ModelAdapter:
+    vision = config.get("vision_config")
+    vision_type = vision.get("model_type") if config["model_type"] == "llava" and isinstance(vision, dict) else None
+    text = config.get("text_config")
+    adapter = adapter_for(config["model_type"], vision_type)
+    if config["model_type"] == "llava" and isinstance(text, dict):
+        adapter_for(str(text.get("model_type")))  # the language model must be supported too
+    return adapter
+
+
+def model_class(config: dict[str, Any]) -> type[transformers.PreTrainedModel]:
+    """The transformers class named in `architectures`, checked against the config's model_type."""
+    for name in config.get("architectures") or []:
+        candidate = getattr(transformers, str(name), None)
+        if (
+            isinstance(candidate, type)
+            and issubclass(candidate, transformers.PreTrainedModel)
+            and getattr(candidate.config_class, "model_type", None) == config["model_type"]
+        ):
+            return candidate
+    auto = transformers.AutoModel
+    try:
+        return auto._model_mapping[transformers.AutoConfig.for_model(config["model_type"]).__class__]
+    except (KeyError, ValueError) as error:
+        raise SourceError(f"no transformers class for model_type {config['model_type']!r}") from error
+
+
+def load_processor(directory: Path, adapter: ModelAdapter) -> Any:
+    loaders = {
+        "text": transformers.AutoTokenizer,
+        "vision": transformers.AutoImageProcessor,
+        "vision_text": transformers.AutoProcessor,
+    }
+    try:
+        return loaders[adapter.modality].from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SourceError(
+            f"cannot load the {adapter.modality} processor/tokenizer from {directory}: {error}"
+        ) from error
+
+
+def load_model(directory: Path, device: str = "cpu") -> LoadedModel:
+    config = read_config(directory)
+    adapter = adapter_for_config(config)
+    cls = model_class(config)
+    try:
+        model = cls.from_pretrained(
+            directory, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SourceError(f"cannot load model weights from {directory}: {error}") from error
+    model.to(device).eval()
+    return LoadedModel(model, adapter, load_processor(directory, adapter), config, directory)
