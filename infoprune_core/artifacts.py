@@ -21,6 +21,7 @@ from transformers.initialization import no_init_weights
 
 from infoprune_core.errors import ArtifactError
 from infoprune_core.modeling import adapter_for_config, model_class, read_config
+from infoprune_core.plain_config import plain_config
 from infoprune_core.sources import PICKLE_SUFFIXES, check_model_directory
 from infoprune_core.surgery import LowRankLinear, get_linear, prune_ffn_width, prune_heads
 
@@ -86,10 +87,18 @@ def atomic_directory(output: Path) -> Iterator[Path]:
 
 
 def save_compressed(model: nn.Module, source_dir: Path, output: Path, manifest: dict[str, Any]) -> Path:
+    """Write the artifact atomically. The source config is kept in the manifest; config.json is the
+    source's, or a stock config of the compressed shapes when the edits are uniform (`plain_config`)."""
+    source_config = read_config(source_dir)
+    layers = len(adapter_for_config(source_config).attention_sites(model))
+    plain = plain_config(source_config, manifest.get("structure", {}), layers)
     with atomic_directory(output) as scratch:
         _copy_source_files(source_dir, scratch)
+        if plain is not None:
+            (scratch / "config.json").write_text(json.dumps(plain, indent=2))
         save_safetensors_from(model, str(scratch / WEIGHTS), metadata={"format": "pt"})
-        document = {"format_version": FORMAT_VERSION, **manifest}
+        document = {"format_version": FORMAT_VERSION, "plain_from_pretrained": plain is not None,
+                    "source_config": source_config, **manifest}
         (scratch / MANIFEST).write_text(json.dumps(document, indent=2, sort_keys=False, default=str))
     return output
 
@@ -109,9 +118,10 @@ def load_compressed(path: str | Path, device: str = "cpu") -> nn.Module:
     directory = Path(path)
     check_model_directory(directory)
     manifest = read_manifest(directory)
-    config = read_config(directory)
+    config = manifest.get("source_config") or read_config(directory)
     cls = model_class(config)
-    config_object = transformers.AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+    fields = {key: value for key, value in config.items() if key != "model_type"}
+    config_object = transformers.AutoConfig.for_model(config["model_type"], **fields)
     with no_init_weights():
         model = cls._from_config(config_object, dtype=torch.float32)
     apply_structure(model, config, manifest.get("structure", {}))

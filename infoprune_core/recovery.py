@@ -37,7 +37,7 @@ def distill(
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimiser.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if on_step is not None:
             on_step(step + 1, steps)
     student.requires_grad_(False)

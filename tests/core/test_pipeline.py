@@ -1,0 +1,131 @@
+"""End to end on tiny models of every family: the budget is met and the artifact loads back exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from infoprune_core import CompressionConfig, compress, load_compressed
+from infoprune_core.calibration import Encoder, read_samples
+from infoprune_core.modeling import load_model
+from tests.core.conftest import FAMILIES, calibration_for
+
+FAST = dict(gate_steps=8, recovery_steps=4, calibration_samples=16, held_out_samples=4, latency_repeats=1,
+            latency_batch=4)
+
+
+def _outputs(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(**inputs)
+    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+
+
+def _inputs(directory: Path, calibration: str | None) -> dict:
+    loaded = load_model(directory)
+    encoder = Encoder(loaded.processor, loaded.adapter.modality, 32)
+    if calibration:
+        samples = read_samples(Path(calibration))[:3]
+    else:
+        from infoprune_core.calibration import default_text_samples
+
+        samples = default_text_samples(3)
+    return encoder.encode(samples)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_compress_meets_budget_and_round_trips(family: str, model_dirs, shapes_set, tmp_path: Path) -> None:
+    calibration = calibration_for(family, shapes_set)
+    config = CompressionConfig(target_flops_ratio=0.5, calibration=calibration, **FAST)
+    events = []
+    result = compress(str(model_dirs[family]), tmp_path / "out", config, progress=events.append)
+    report = result.report
+    assert report["flops"]["scope_ratio"] <= 0.5 + 0.02
+    assert report["flops"]["scope_ratio"] >= 0.5 - 0.02
+    assert report["params"]["after"]["total"] < report["params"]["before"]["total"]
+    assert {e.stage for e in events} >= {"loading", "profiling", "pruning_heads", "compressing_ffn", "saving"}
+    assert report["heads"]["layers"], "per-layer head profile is reported"
+    assert report["latency"]["measured"] and report["latency"]["after"]["median_ms"] > 0
+
+    # The artifact: safetensors + manifest, no pickle, and it reloads to the very same function.
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"config.json", "model.safetensors", "infoprune.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    manifest = json.loads((tmp_path / "out" / "infoprune.json").read_text())
+    assert manifest["source"]["content_hash"] and manifest["structure"]["attention"]
+    reloaded = load_compressed(tmp_path / "out")
+    original = load_model(model_dirs[family]).model
+    inputs = _inputs(model_dirs[family], calibration)
+    direct = _outputs(reloaded, inputs)
+    assert direct.shape == _outputs(original, inputs).shape
+    assert not torch.allclose(direct, _outputs(original, inputs)), "compression must change the model"
+    again = _outputs(load_compressed(tmp_path / "out"), inputs)
+    torch.testing.assert_close(direct, again)
+
+
+def test_reloaded_equals_in_memory_compressed_model(model_dirs, tmp_path: Path) -> None:
+    """Save -> load gives identical outputs to the model the pipeline held in memory."""
+    from infoprune_core import pipeline
+
+    captured = {}
+    original_save = pipeline.save_compressed
+
+    def spy(model, source_dir, output, manifest):
+        captured["model"] = model
+        return original_save(model, source_dir, output, manifest)
+
+    pipeline.save_compressed = spy
+    try:
+        config = CompressionConfig(target_flops_ratio=0.4, **FAST)
+        compress(str(model_dirs["llama"]), tmp_path / "out", config)
+    finally:
+        pipeline.save_compressed = original_save
+    inputs = _inputs(model_dirs["llama"], None)
+    torch.testing.assert_close(_outputs(load_compressed(tmp_path / "out"), inputs),
+                               _outputs(captured["model"], inputs))
+
+
+@pytest.mark.parametrize("ffn", ["svd", "uniform", "width"])
+@pytest.mark.parametrize("heads", ["random", "l1", "taylor", "entropy", "infoprune_free"])
+def test_every_method_meets_the_budget(heads: str, ffn: str, model_dirs, tmp_path: Path) -> None:
+    config = CompressionConfig(target_flops_ratio=0.6, heads=heads, ffn=ffn, measure_latency=False, **FAST)
+    report = compress(str(model_dirs["bert"]), tmp_path / "out", config).report
+    assert abs(report["flops"]["scope_ratio"] - 0.6) <= 0.02
+    assert report["heads"]["method"] == heads and report["ffn"]["method"] == ffn
+    load_compressed(tmp_path / "out")
+
+
+def test_uniform_llama_result_loads_with_plain_from_pretrained(model_dirs, tmp_path: Path) -> None:
+    config = CompressionConfig(head_keep_ratio=0.67, heads="l1", ffn="none", **FAST)
+    compress(str(model_dirs["llama"]), tmp_path / "out", config)
+    manifest = json.loads((tmp_path / "out" / "infoprune.json").read_text())
+    kept = manifest["structure"]["attention"]
+    if len({len(v) for v in kept.values()}) != 1 or len(kept) != 2:
+        pytest.skip("this budget did not prune every layer alike")
+    assert manifest["plain_from_pretrained"] is True
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    inputs = _inputs(model_dirs["llama"], None)
+    torch.testing.assert_close(_outputs(plain, inputs), _outputs(load_compressed(tmp_path / "out"), inputs))
+
+
+def test_vision_scope_leaves_language_model_untouched(model_dirs, shapes_set, tmp_path: Path) -> None:
+    config = CompressionConfig(target_flops_ratio=0.5, scope=("vision",), calibration=str(shapes_set), **FAST)
+    report = compress(str(model_dirs["llava"]), tmp_path / "out", config).report
+    assert report["flops"]["after"]["language"] == report["flops"]["before"]["language"]
+    assert report["flops"]["after"]["vision"] <= 0.52 * report["flops"]["before"]["vision"]
+    assert all(name.startswith("model.vision_tower") for name in report["heads"]["layers"])
+
+
+def test_accuracy_is_reported_with_an_eval_set(model_dirs, shapes_set, tmp_path: Path) -> None:
+    config = CompressionConfig(target_flops_ratio=0.7, calibration=str(shapes_set), eval_set=str(shapes_set),
+                               validate_scores=True, **FAST)
+    report = compress(str(model_dirs["llava"]), tmp_path / "out", config).report
+    accuracy = report["accuracy"]
+    assert accuracy["samples"] == 24
+    assert 0.0 <= accuracy["before"] <= 1.0 and "after_recovery" in accuracy
+    spearman = report["score_validation"]["spearman"]
+    assert set(spearman) >= {"infoprune_paper", "infoprune_scale_aware", "l1", "taylor", "random"}
+    assert all(-1.0 <= value <= 1.0 for value in spearman.values())
