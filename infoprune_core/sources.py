@@ -6,6 +6,7 @@ weights are refused before anything is deserialised.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePosixPath
 
@@ -95,13 +96,16 @@ def _is_fetched(key: str) -> bool:
 def download_hub_snapshot(repo_id: str) -> Path:
     """A hub snapshot (safetensors and config files only), from the standard hub cache or the network.
 
-    The cache location follows huggingface_hub's settings (HF_HUB_CACHE / HF_HOME); with
-    HF_HUB_OFFLINE=1 only the cache is read.
+    The cache location follows HF_HUB_CACHE when set (read at call time, so a process can point at
+    another cache); with HF_HUB_OFFLINE=1 only the cache is read.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=FETCHED_PATTERNS))
+        return Path(snapshot_download(
+            repo_id, allow_patterns=FETCHED_PATTERNS, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+            local_files_only=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"),
+        ))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
         raise SourceError(f"cannot fetch hub model {repo_id!r}: {error}") from error
