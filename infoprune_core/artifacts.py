@@ -97,8 +97,12 @@ def save_compressed(model: nn.Module, source_dir: Path, output: Path, manifest: 
         if plain is not None:
             (scratch / "config.json").write_text(json.dumps(plain, indent=2))
         save_safetensors_from(model, str(scratch / WEIGHTS), metadata={"format": "pt"})
-        document = {"format_version": FORMAT_VERSION, "plain_from_pretrained": plain is not None,
-                    "source_config": source_config, **manifest}
+        document = {
+            "format_version": FORMAT_VERSION,
+            "plain_from_pretrained": plain is not None,
+            "source_config": source_config,
+            **manifest,
+        }
         (scratch / MANIFEST).write_text(json.dumps(document, indent=2, sort_keys=False, default=str))
     return output
 

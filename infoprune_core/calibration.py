@@ -98,8 +98,24 @@ def default_text_samples(count: int = 256) -> list[Sample]:
     import unittest
     import urllib.request
 
-    modules = [argparse, collections, csv, email, functools, http.client, logging, os, pathlib,
-               subprocess, threading, unittest, urllib.request, json, random, inspect]
+    modules = [
+        argparse,
+        collections,
+        csv,
+        email,
+        functools,
+        http.client,
+        logging,
+        os,
+        pathlib,
+        subprocess,
+        threading,
+        unittest,
+        urllib.request,
+        json,
+        random,
+        inspect,
+    ]
     paragraphs: list[str] = []
     for module in modules:
         for _, member in inspect.getmembers(module):
@@ -144,8 +160,11 @@ class Encoder:
             return dict(self.processor(images=[_open(s) for s in samples], return_tensors="pt"))
         texts = [self._text(s, with_answers) for s in samples]
         if self.modality == "text":
-            return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_tokens,
-                                       return_tensors="pt"))
+            return dict(
+                self.tokenizer(
+                    texts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+                )
+            )
         images = [_open(s) for s in samples]
         return dict(self.processor(images=images, text=texts, padding=True, return_tensors="pt"))
 

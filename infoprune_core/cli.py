@@ -44,15 +44,22 @@ def _scope(text: str) -> tuple[str, ...]:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="local model directory, s3://bucket/prefix, or a hub ID")
-    parser.add_argument("--scope", type=_scope, default=("vision", "language"),
-                        help="parts to compress: vision, language, or vision,language (default)")
+    parser.add_argument(
+        "--scope",
+        type=_scope,
+        default=("vision", "language"),
+        help="parts to compress: vision, language, or vision,language (default)",
+    )
     parser.add_argument("--calibration", help="folder of images or JSONL of {image, text} (default: shipped set)")
     parser.add_argument("--calibration-samples", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (LAPACK is slow when contended)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--validate-scores", action="store_true",
-                        help="check head scores against single-head ablation (slow on big models)")
+    parser.add_argument(
+        "--validate-scores",
+        action="store_true",
+        help="check head scores against single-head ablation (slow on big models)",
+    )
     parser.add_argument("--json", dest="json_path", type=Path, help="also write the result as JSON here")
 
 
@@ -85,9 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, **extra: Any) -> CompressionConfig:
     return CompressionConfig(
-        scope=args.scope, calibration=args.calibration, calibration_samples=args.calibration_samples,
-        batch_size=args.batch_size, threads=args.threads, device=args.device,
-        validate_scores=args.validate_scores, **extra,
+        scope=args.scope,
+        calibration=args.calibration,
+        calibration_samples=args.calibration_samples,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        device=args.device,
+        validate_scores=args.validate_scores,
+        **extra,
     )
 
 
@@ -99,11 +111,19 @@ def _write_json(path: Path | None, document: dict[str, Any]) -> None:
 def run_compress(args: argparse.Namespace) -> int:
     from infoprune_core.pipeline import compress
 
-    budget = {"target_flops_ratio": args.target_flops, "head_keep_ratio": args.head_keep_ratio,
-              "ffn_epsilon": args.ffn_epsilon}
+    budget = {
+        "target_flops_ratio": args.target_flops,
+        "head_keep_ratio": args.head_keep_ratio,
+        "ffn_epsilon": args.ffn_epsilon,
+    }
     config = _config(
-        args, **{k: v for k, v in budget.items() if v is not None}, heads=args.heads, ffn=args.ffn,
-        eval_set=args.eval_set, gate_steps=args.gate_steps, recovery_steps=args.recovery_steps,
+        args,
+        **{k: v for k, v in budget.items() if v is not None},
+        heads=args.heads,
+        ffn=args.ffn,
+        eval_set=args.eval_set,
+        gate_steps=args.gate_steps,
+        recovery_steps=args.recovery_steps,
         measure_latency=not args.no_latency,
     )
     bar = ProgressBar()

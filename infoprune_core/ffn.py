@@ -109,9 +109,10 @@ def low_rank_plan(all_factors: Sequence[LinearFactors], epsilon: float, uniform:
     """Ranks for one epsilon; `uniform` keeps the same fraction (1 - epsilon) of every matrix's rank."""
     plan = FFNPlan(epsilon)
     for factors in all_factors:
+        rank: int | None
         if uniform:
-            rank: int | None = max(int(round((1 - epsilon) * factors.s.numel())), 1)
-            rank = rank if rank <= factors.break_even else None
+            uniform_rank = max(round((1 - epsilon) * factors.s.numel()), 1)
+            rank = uniform_rank if uniform_rank <= factors.break_even else None
         else:
             rank = rank_for(factors, epsilon)
         plan.ranks[factors.path] = rank
@@ -127,16 +128,19 @@ class WidthScores:
     mean: torch.Tensor
 
 
-def width_scores(model: nn.Module, sites: Sequence[FFNSite], stats: CalibrationStats, counts: FlopCount) -> list[WidthScores]:
+def width_scores(
+    model: nn.Module, sites: Sequence[FFNSite], stats: CalibrationStats, counts: FlopCount
+) -> list[WidthScores]:
     """Neuron importance E[h_j^2] x ||W_out[:, j]||^2 (activation-weighted output energy)."""
     result = []
     for site in sites:
         hidden = stats.ffn_hidden[site.name]
         output = get_linear(model, site.output).weight.detach().double()
         importance = hidden.covariance.diagonal() * output.pow(2).sum(0)
-        per_neuron = sum(
-            2.0 * counts.tokens.get(path, 0) * get_linear(model, path).in_features for path in site.inputs
-        ) + 2.0 * counts.tokens.get(site.output, 0) * output.shape[0]
+        per_neuron = (
+            sum(2.0 * counts.tokens.get(path, 0) * get_linear(model, path).in_features for path in site.inputs)
+            + 2.0 * counts.tokens.get(site.output, 0) * output.shape[0]
+        )
         result.append(WidthScores(site, importance, per_neuron, hidden.mean))
     return result
 

@@ -43,9 +43,7 @@ def attention_core_flops(sequence: int, num_heads: int, head_dim: int) -> float:
     return 4.0 * sequence * sequence * num_heads * head_dim
 
 
-def count_flops(
-    model: nn.Module, sites: list[AttentionSite], inputs: Mapping[str, torch.Tensor]
-) -> FlopCount:
+def count_flops(model: nn.Module, sites: list[AttentionSite], inputs: Mapping[str, torch.Tensor]) -> FlopCount:
     """Run `model(**inputs)` once (batch 1) and count FLOPs from the shapes that flow."""
     count = FlopCount()
     q_paths = {site.q: site for site in sites}

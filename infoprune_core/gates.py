@@ -120,9 +120,7 @@ def train_gates(
             distill = divergence(student, teacher, logits, batch.get("attention_mask"))
             ks, redundancy = _spectral_terms(captured, sampled, sites, stats)
             probability = gates.open_probability()
-            expected = sum(
-                (probability[s.o] * per_head_flops[s.name]).sum() for s in sites
-            ) / max(total_flops, 1e-9)
+            expected = sum((probability[s.o] * per_head_flops[s.name]).sum() for s in sites) / max(total_flops, 1e-9)
             gap = expected - target
             lagrangian = multipliers[0] * gap + multipliers[1] * gap * gap
             loss = distill + settings.beta * ks.float() + settings.gamma * redundancy.float() + lagrangian

@@ -61,4 +61,3 @@ def select_heads(
         kept[name] = [h for h in kept[name] if h not in unit]
         removed += per_head_flops[name] * len(unit)
     return kept
-

@@ -54,15 +54,17 @@ def model_class(config: dict[str, Any]) -> type[transformers.PreTrainedModel]:
             and getattr(candidate.config_class, "model_type", None) == config["model_type"]
         ):
             return candidate
-    auto = transformers.AutoModel
+    mapping: Any = transformers.AutoModel._model_mapping
     try:
-        return auto._model_mapping[transformers.AutoConfig.for_model(config["model_type"]).__class__]
+        config_class = type(transformers.AutoConfig.for_model(config["model_type"]))
+        found: type[transformers.PreTrainedModel] = mapping[config_class]
+        return found
     except (KeyError, ValueError) as error:
         raise SourceError(f"no transformers class for model_type {config['model_type']!r}") from error
 
 
 def load_processor(directory: Path, adapter: ModelAdapter) -> Any:
-    loaders = {
+    loaders: dict[str, Any] = {
         "text": transformers.AutoTokenizer,
         "vision": transformers.AutoImageProcessor,
         "vision_text": transformers.AutoProcessor,
@@ -85,5 +87,5 @@ def load_model(directory: Path, device: str = "cpu") -> LoadedModel:
         )
     except (OSError, ValueError, RuntimeError) as error:
         raise SourceError(f"cannot load model weights from {directory}: {error}") from error
-    model.to(device).eval()
+    model.eval().to(torch.device(device))
     return LoadedModel(model, adapter, load_processor(directory, adapter), config, directory)

@@ -45,7 +45,9 @@ def cosine(student: torch.Tensor, teacher: torch.Tensor, token_mask: torch.Tenso
     return (similarity * weights).sum() / weights.sum().clamp_min(1)
 
 
-def top1_agreement(student: torch.Tensor, teacher: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+def top1_agreement(
+    student: torch.Tensor, teacher: torch.Tensor, token_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     weights = _token_weights(teacher, token_mask)
     same = (student.argmax(-1) == teacher.argmax(-1)).to(weights.dtype)
     return (same * weights).sum() / weights.sum().clamp_min(1)

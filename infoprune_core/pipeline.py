@@ -41,7 +41,7 @@ from infoprune_core.scores import (
 )
 from infoprune_core.sources import resolve_source
 from infoprune_core.statistics import CalibrationStats, StatisticsCollector
-from infoprune_core.surgery import prune_heads
+from infoprune_core.surgery import get_linear, prune_heads
 
 BUDGET_TOLERANCE = 0.02
 Batch = dict[str, torch.Tensor]
@@ -101,8 +101,12 @@ def encode_all(encoder: Encoder, samples: Sequence[Sample], batch_size: int, dev
 
 
 def collect_statistics(
-    loaded: LoadedModel, attention: Sequence[AttentionSite], ffns: Sequence[FFNSite], batches: Sequence[Batch],
-    run: Run, stage: Stage,
+    loaded: LoadedModel,
+    attention: Sequence[AttentionSite],
+    ffns: Sequence[FFNSite],
+    batches: Sequence[Batch],
+    run: Run,
+    stage: Stage,
 ) -> CalibrationStats:
     collector = StatisticsCollector(loaded.model, attention, ffns)
     try:
@@ -115,8 +119,12 @@ def collect_statistics(
 
 
 def head_scores(
-    method: str, loaded: LoadedModel, sites: Sequence[AttentionSite], stats: CalibrationStats,
-    batches: Sequence[Batch], seed: int,
+    method: str,
+    loaded: LoadedModel,
+    sites: Sequence[AttentionSite],
+    stats: CalibrationStats,
+    batches: Sequence[Batch],
+    seed: int,
 ) -> Scores:
     model = loaded.model
     if method == "random":
@@ -149,8 +157,12 @@ def versions() -> dict[str, str]:
         own = version("infoprune")
     except PackageNotFoundError:
         own = "unknown"
-    return {"infoprune": own, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    return {
+        "infoprune": own,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def compress(
@@ -184,10 +196,12 @@ def compress(
                 f"scope {', '.join(config.scope)} holds nothing to compress in a {loaded.config['model_type']} model"
             )
     original = copy.deepcopy(model) if config.recovery_steps > 0 else None
-    report: dict[str, Any] = {"model": {"source": source, "model_type": loaded.config["model_type"],
-                                        "architecture": type(model).__name__},
-                              "input": describe_input(flop_input), "scope": list(config.scope),
-                              "config": config.model_dump(mode="json")}
+    report: dict[str, Any] = {
+        "model": {"source": source, "model_type": loaded.config["model_type"], "architecture": type(model).__name__},
+        "input": describe_input(flop_input),
+        "scope": list(config.scope),
+        "config": config.model_dump(mode="json"),
+    }
 
     with run.stage("evaluating", "measuring the original model"):
         counts_before = count_flops(model, adapter.attention_sites(model), flop_input)
@@ -198,7 +212,7 @@ def compress(
         latency_before = latency(model, timing_batch, config.latency_repeats) if config.measure_latency else None
         accuracy_before = accuracy(model, encoder, evaluation, config.batch_size) if evaluation else None
     scope_before = _scope_total(flops_before, config.scope)
-    hidden = {s.name: model.get_submodule(s.o).out_features for s in attention_sites}
+    hidden = {s.name: get_linear(model, s.o).out_features for s in attention_sites}
     per_head = {s.name: head_flops(s, counts_before, hidden[s.name]) for s in attention_sites}
     attention_prunable = sum(per_head[s.name] * s.num_heads for s in attention_sites)
     ffn_dense = ffn_compression.dense_ffn_flops(ffn_sites, counts_before)
@@ -207,8 +221,9 @@ def compress(
         stats = collect_statistics(loaded, attention_sites, ffn_sites, calibration_batches, run, "profiling")
         profile = head_profile(loaded, attention_sites, stats)
         if config.validate_scores and attention_sites:
-            report["score_validation"] = validate_scores(loaded, attention_sites, stats, calibration_batches,
-                                                         held_out_batches, teachers, run)
+            report["score_validation"] = validate_scores(
+                loaded, attention_sites, stats, calibration_batches, held_out_batches, teachers, run
+            )
 
     heads_report: dict[str, Any] = {"method": config.heads, "layers": profile}
     with run.stage("pruning_heads", f"head method {config.heads}"):
@@ -217,7 +232,13 @@ def compress(
             scores = head_scores(config.heads, loaded, attention_sites, stats, calibration_batches, config.seed)
             if config.heads == "infoprune":
                 scores = train_gates(
-                    model, attention_sites, stats.attention, scores, per_head, removal, calibration_batches,
+                    model,
+                    attention_sites,
+                    stats.attention,
+                    scores,
+                    per_head,
+                    removal,
+                    calibration_batches,
                     GateSettings(steps=config.gate_steps, seed=config.seed),
                     on_step=run.ticker("pruning_heads", "gate training step"),
                 )
@@ -229,10 +250,12 @@ def compress(
                 heads_report["layers"][site.name]["final_score"] = scores[site.name].tolist()
     structure: dict[str, Any] = {
         "attention": {
-            name: layer["kept"] for name, layer in heads_report["layers"].items()
+            name: layer["kept"]
+            for name, layer in heads_report["layers"].items()
             if "kept" in layer and len(layer["kept"]) < layer["num_heads"]
         },
-        "ffn_width": {}, "ffn_rank": {},
+        "ffn_width": {},
+        "ffn_rank": {},
     }
 
     with run.stage("compressing_ffn", f"FFN method {config.ffn}"):
@@ -251,11 +274,18 @@ def compress(
 
     with run.stage("evaluating", "measuring the compressed model"):
         quality = {"after_compression": fidelity(model, held_out_batches, teachers)}
-        accuracy_after = {"after_compression": accuracy(model, encoder, evaluation, config.batch_size)} if evaluation else {}
+        accuracy_after = (
+            {"after_compression": accuracy(model, encoder, evaluation, config.batch_size)} if evaluation else {}
+        )
     if original is not None:
         with run.stage("recovering", "distillation from the original"):
-            losses = distill(model, original, calibration_batches, config.recovery_steps,
-                             on_step=run.ticker("recovering", "distillation step"))
+            losses = distill(
+                model,
+                original,
+                calibration_batches,
+                config.recovery_steps,
+                on_step=run.ticker("recovering", "distillation step"),
+            )
             report["recovery"] = {"steps": config.recovery_steps, "first_loss": losses[0], "last_loss": losses[-1]}
         with run.stage("evaluating", "measuring the recovered model"):
             quality["after_recovery"] = fidelity(model, held_out_batches, teachers)
@@ -265,24 +295,45 @@ def compress(
     with run.stage("evaluating", "latency of the compressed model"):
         latency_after = latency(model, timing_batch, config.latency_repeats) if config.measure_latency else None
 
-    report.update({
-        "params": {"before": _with_total(params_before), "after": _with_total(parameter_count_by_part(model, adapter))},
-        "flops": {"before": _with_total(flops_before), "after": _with_total(flops_after),
-                  "scope_ratio": achieved, "target_scope_ratio": config.target_flops_ratio},
-        "latency": _latency_report(config, latency_before, latency_after, timing_batch),
-        "fidelity": quality,
-        "heads": heads_report,
-        "ffn": ffn_report,
-        "stages_seconds": dict(run.timings),
-        "versions": versions(),
-    })
+    report.update(
+        {
+            "params": {
+                "before": _with_total(params_before),
+                "after": _with_total(parameter_count_by_part(model, adapter)),
+            },
+            "flops": {
+                "before": _with_total(flops_before),
+                "after": _with_total(flops_after),
+                "scope_ratio": achieved,
+                "target_scope_ratio": config.target_flops_ratio,
+            },
+            "latency": _latency_report(config, latency_before, latency_after, timing_batch),
+            "fidelity": quality,
+            "heads": heads_report,
+            "ffn": ffn_report,
+            "stages_seconds": dict(run.timings),
+            "versions": versions(),
+        }
+    )
     if evaluation:
-        report["accuracy"] = {"eval_set": config.eval_set, "samples": len(evaluation), "before": accuracy_before,
-                              **accuracy_after}
+        report["accuracy"] = {
+            "eval_set": config.eval_set,
+            "samples": len(evaluation),
+            "before": accuracy_before,
+            **accuracy_after,
+        }
     with run.stage("saving", f"writing {output_dir}"):
-        manifest = {"source": {"id": source, "content_hash": content_hash(directory),
-                               "revision": loaded.config.get("_commit_hash")},
-                    "scope": list(config.scope), "budget": _budget(config), "structure": structure, "report": report}
+        manifest = {
+            "source": {
+                "id": source,
+                "content_hash": content_hash(directory),
+                "revision": loaded.config.get("_commit_hash"),
+            },
+            "scope": list(config.scope),
+            "budget": _budget(config),
+            "structure": structure,
+            "report": report,
+        }
         output = save_compressed(model, directory, Path(output_dir), manifest)
     return CompressionResult(output, report)
 
@@ -292,16 +343,25 @@ def _with_total(by_part: Mapping[str, float]) -> dict[str, float]:
 
 
 def _budget(config: CompressionConfig) -> dict[str, float | None]:
-    return {"target_flops_ratio": config.target_flops_ratio, "head_keep_ratio": config.head_keep_ratio,
-            "ffn_epsilon": config.ffn_epsilon}
+    return {
+        "target_flops_ratio": config.target_flops_ratio,
+        "head_keep_ratio": config.head_keep_ratio,
+        "ffn_epsilon": config.ffn_epsilon,
+    }
 
 
 def _latency_report(config: CompressionConfig, before: dict | None, after: dict | None, batch: Batch) -> dict[str, Any]:
     if before is None or after is None:
         return {"measured": False}
-    return {"measured": True, "device": config.device, "threads": torch.get_num_threads(),
-            "batch": describe_input(batch), "before": before, "after": after,
-            "speedup": before["median_ms"] / after["median_ms"]}
+    return {
+        "measured": True,
+        "device": config.device,
+        "threads": torch.get_num_threads(),
+        "batch": describe_input(batch),
+        "before": before,
+        "after": after,
+        "speedup": before["median_ms"] / after["median_ms"],
+    }
 
 
 def head_removal_target(
@@ -334,16 +394,25 @@ def head_profile(loaded: LoadedModel, sites: Sequence[AttentionSite], stats: Cal
     for site in sites:
         erank = stats.attention[site.name].erank.float()
         profile[site.name] = {
-            "part": site.part, "num_heads": site.num_heads, "num_kv_heads": site.num_kv_heads,
-            "head_dim": site.head_dim, "erank": erank.tolist(),
-            "score_paper": paper[site.name].tolist(), "score_scale_aware": aware[site.name].tolist(),
+            "part": site.part,
+            "num_heads": site.num_heads,
+            "num_kv_heads": site.num_kv_heads,
+            "head_dim": site.head_dim,
+            "erank": erank.tolist(),
+            "score_paper": paper[site.name].tolist(),
+            "score_scale_aware": aware[site.name].tolist(),
         }
     return profile
 
 
 def validate_scores(
-    loaded: LoadedModel, sites: Sequence[AttentionSite], stats: CalibrationStats, batches: Sequence[Batch],
-    held_out: Sequence[Batch], teachers: Sequence[tuple[torch.Tensor, bool]], run: Run,
+    loaded: LoadedModel,
+    sites: Sequence[AttentionSite],
+    stats: CalibrationStats,
+    batches: Sequence[Batch],
+    held_out: Sequence[Batch],
+    teachers: Sequence[tuple[torch.Tensor, bool]],
+    run: Run,
 ) -> dict[str, Any]:
     """Spearman correlation of each score with single-head ablation damage on held-out data."""
     reference = ablation_scores(loaded.model, sites, held_out, teachers, run.ticker("profiling", "ablating head"))
@@ -354,18 +423,25 @@ def validate_scores(
         "taylor": taylor_scores(loaded.model, sites, batches),
         "random": random_scores(sites, 0),
     }
-    return {"reference": "single-head ablation", "spearman": {name: rank_correlation(score, reference)
-                                                              for name, score in candidates.items()},
-            "ablation": {name: values.tolist() for name, values in reference.items()}}
+    return {
+        "reference": "single-head ablation",
+        "spearman": {name: rank_correlation(score, reference) for name, score in candidates.items()},
+        "ablation": {name: values.tolist() for name, values in reference.items()},
+    }
 
 
 def compress_ffns(
-    loaded: LoadedModel, sites: Sequence[FFNSite], config: CompressionConfig, batches: Sequence[Batch],
-    flop_input: Batch, scope_before: float, run: Run,
+    loaded: LoadedModel,
+    sites: Sequence[FFNSite],
+    config: CompressionConfig,
+    batches: Sequence[Batch],
+    flop_input: Batch,
+    scope_before: float,
+    run: Run,
 ) -> dict[str, Any]:
     """Plan and apply FFN compression on the (head-pruned) model, calibrated on it."""
     model, adapter = loaded.model, loaded.adapter
-    empty = {"method": config.ffn, "widths": {}, "ranks": {}}
+    empty: dict[str, Any] = {"method": config.ffn, "widths": {}, "ranks": {}}
     if config.ffn == "none" or not sites:
         return empty
     if config.target_flops_ratio is None and config.ffn_epsilon is None:
@@ -395,14 +471,18 @@ def compress_ffns(
         plan = ffn_compression.bisect_epsilon(plan_at, target, dense)
     ffn_compression.apply_plan(model, plan, factors, widths)
     return {
-        "method": config.ffn, "epsilon": plan.epsilon, "dense_flops": dense, "planned_flops": plan.flops,
+        "method": config.ffn,
+        "epsilon": plan.epsilon,
+        "dense_flops": dense,
+        "planned_flops": plan.flops,
         "widths": {name: width for name, width in plan.widths.items() if width is not None},
         "ranks": {path: rank for path, rank in plan.ranks.items() if rank is not None},
     }
 
 
-def profile(source: str, config: CompressionConfig, progress: ProgressCallback | None = None,
-            cache_dir: Path | None = None) -> dict[str, Any]:
+def profile(
+    source: str, config: CompressionConfig, progress: ProgressCallback | None = None, cache_dir: Path | None = None
+) -> dict[str, Any]:
     """Scores and FLOPs without changing anything."""
     torch.set_num_threads(config.threads)
     run = Run(config, progress or no_progress)
@@ -428,11 +508,13 @@ def profile(source: str, config: CompressionConfig, progress: ProgressCallback |
         }
         for site in sites:
             result["layers"][site.name]["attention_flops"] = counts.attention_core.get(site.name, 0.0) + sum(
-                counts.modules.get(path, 0.0) for path in (site.q, site.k, site.v, site.o))
+                counts.modules.get(path, 0.0) for path in (site.q, site.k, site.v, site.o)
+            )
         if config.validate_scores and sites:
             held = encode_all(encoder, held_out, config.batch_size, config.device)
-            result["score_validation"] = validate_scores(loaded, sites, stats, batches, held,
-                                                         teacher_outputs(model, held), run)
+            result["score_validation"] = validate_scores(
+                loaded, sites, stats, batches, held, teacher_outputs(model, held), run
+            )
     return result
 
 
@@ -445,7 +527,8 @@ def ffn_spectra(model: torch.nn.Module, sites: Sequence[FFNSite], stats: Calibra
     for factors in ffn_compression.factorise_all(model, sites, stats, counts, whitened=True):
         losses = truncation_ks(factors.s)
         spectra[factors.path] = {
-            "shape": list(factors.shape), "erank": float(effective_rank(factors.s)),
+            "shape": list(factors.shape),
+            "erank": float(effective_rank(factors.s)),
             "rank_at_ks": {str(eps): int((losses > eps).sum()) + 1 for eps in (0.01, 0.05, 0.1)},
             "break_even_rank": factors.break_even,
         }

@@ -18,13 +18,15 @@ def plain_config(config: dict[str, Any], structure: dict[str, Any], layers: int)
     if config.get("model_type") not in PLAIN_MODEL_TYPES or structure.get("ffn_rank"):
         return None
     attention, widths = structure.get("attention", {}), structure.get("ffn_width", {})
-    if attention and len(attention) != layers or widths and len(widths) != layers:
+    if (attention and len(attention) != layers) or (widths and len(widths) != layers):
         return None  # some layers were left intact while others were cut
     updated = dict(config)
     if attention:
         counts = {len(kept) for kept in attention.values()}
-        groups = {len({head // (config["num_attention_heads"] // config["num_key_value_heads"]) for head in kept})
-                  for kept in attention.values()}
+        groups = {
+            len({head // (config["num_attention_heads"] // config["num_key_value_heads"]) for head in kept})
+            for kept in attention.values()
+        }
         if len(counts) != 1 or len(groups) != 1:
             return None
         updated["head_dim"] = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]

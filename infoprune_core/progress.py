@@ -10,9 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Stage = Literal[
-    "loading", "profiling", "pruning_heads", "compressing_ffn", "recovering", "evaluating", "saving"
-]
+Stage = Literal["loading", "profiling", "pruning_heads", "compressing_ffn", "recovering", "evaluating", "saving"]
 STAGES: tuple[Stage, ...] = Stage.__args__  # type: ignore[attr-defined]
 
 

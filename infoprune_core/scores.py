@@ -7,6 +7,7 @@ other score is checked against (`rank_correlation`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -102,7 +103,7 @@ def taylor_scores(model: nn.Module, sites: Sequence[AttentionSite], batches: Bat
     return scores
 
 
-def entropy_scores(model: nn.Module, sites: Sequence[AttentionSite], batches: Batches) -> Scores:
+def entropy_scores(model: Any, sites: Sequence[AttentionSite], batches: Batches) -> Scores:
     """Negative mean attention entropy per head (focused heads score high), from eager attention."""
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}

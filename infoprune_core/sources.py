@@ -78,7 +78,7 @@ def download_s3_prefix(uri: str, cache_dir: Path) -> Path:
     try:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix)
         keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
-        wanted = [k for k in keys if "/" not in k[len(key_prefix):] and _is_fetched(k)]
+        wanted = [k for k in keys if "/" not in k[len(key_prefix) :] and _is_fetched(k)]
         if not wanted:
             raise SourceError(f"{uri} holds no model files")
         target.mkdir(parents=True, exist_ok=True)
@@ -103,9 +103,13 @@ def download_hub_snapshot(repo_id: str) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(
-            repo_id, allow_patterns=FETCHED_PATTERNS, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-            local_files_only=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"),
-        ))
+        return Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=FETCHED_PATTERNS,
+                cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                local_files_only=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"),
+            )
+        )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
         raise SourceError(f"cannot fetch hub model {repo_id!r}: {error}") from error

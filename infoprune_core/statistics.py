@@ -124,9 +124,7 @@ class StatisticsCollector:
 
         return observe
 
-    def _on_covariance(
-        self, table: dict[str, CovarianceStats], key: str, part: str
-    ) -> Callable[[torch.Tensor], None]:
+    def _on_covariance(self, table: dict[str, CovarianceStats], key: str, part: str) -> Callable[[torch.Tensor], None]:
         def observe(x: torch.Tensor) -> None:
             x, mask = _valid_rows(x, self._mask_for(part))
             stats = table.get(key)

@@ -52,16 +52,15 @@ def slice_linear(
     linear: nn.Linear, out_index: torch.Tensor | None = None, in_index: torch.Tensor | None = None
 ) -> nn.Linear:
     """A new linear keeping the given output rows and/or input columns of `linear`."""
-    weight = linear.weight
+    weight = linear.weight.detach()
     if out_index is not None:
         weight = weight[out_index]
     if in_index is not None:
         weight = weight[:, in_index]
-    bias = linear.bias
+    bias = None if linear.bias is None else linear.bias.detach()
     if bias is not None and out_index is not None:
         bias = bias[out_index]
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device,
-                    dtype=weight.dtype)
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         new.weight.copy_(weight)
         if bias is not None:
@@ -71,8 +70,10 @@ def slice_linear(
 
 def head_rows(heads: Sequence[int], head_dim: int) -> torch.Tensor:
     """Row indices (of q/k/v) or column indices (of o) covering the given heads."""
-    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads]) if heads else (
-        torch.zeros(0, dtype=torch.long)
+    return (
+        torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
+        if heads
+        else (torch.zeros(0, dtype=torch.long))
     )
 
 
@@ -109,15 +110,24 @@ def prune_heads(model: nn.Module, site: AttentionSite, kept: Sequence[int]) -> A
         for attribute in HEAD_COUNT_ATTRIBUTES:
             if hasattr(holder, attribute):
                 setattr(holder, attribute, new_heads)
-        if hasattr(holder, "num_key_value_heads"):
-            holder.num_key_value_heads = new_kv
-        if hasattr(holder, "num_key_value_groups"):
-            holder.num_key_value_groups = new_heads // new_kv
-        if hasattr(holder, "all_head_size"):
-            holder.all_head_size = new_heads * site.head_dim
+        updates = {
+            "num_key_value_heads": new_kv,
+            "num_key_value_groups": new_heads // new_kv,
+            "all_head_size": new_heads * site.head_dim,
+        }
+        for attribute, value in updates.items():
+            if hasattr(holder, attribute):
+                setattr(holder, attribute, value)
     return AttentionSite(
-        name=site.name, part=site.part, q=site.q, k=site.k, v=site.v, o=site.o,
-        num_heads=new_heads, num_kv_heads=new_kv, head_dim=site.head_dim,
+        name=site.name,
+        part=site.part,
+        q=site.q,
+        k=site.k,
+        v=site.v,
+        o=site.o,
+        num_heads=new_heads,
+        num_kv_heads=new_kv,
+        head_dim=site.head_dim,
     )
 
 
@@ -129,6 +139,7 @@ def head_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> Iterator[
     """
     handles = []
     for o_path, mask in masks.items():
+
         def scale(_: nn.Module, args: tuple[torch.Tensor, ...], mask: torch.Tensor = mask) -> tuple:
             x = args[0]
             heads = mask.shape[0]
@@ -158,7 +169,7 @@ def prune_ffn_width(
         removed = torch.ones(output.in_features, dtype=torch.bool)
         removed[index] = False
         with torch.no_grad():
-            new_output.bias += output.weight[:, removed] @ removed_mean[removed].to(output.weight.dtype)
+            new_output.bias.add_(output.weight[:, removed] @ removed_mean[removed].to(output.weight.dtype))
     for path in site.inputs:
         model.set_submodule(path, slice_linear(get_linear(model, path), out_index=index))
     model.set_submodule(site.output, new_output)

@@ -129,9 +129,7 @@ def find_attention_sites(
     return sites
 
 
-def find_ffn_sites(
-    model: nn.Module, root: str, part: Part, inputs: tuple[str, ...], output: str
-) -> list[FFNSite]:
+def find_ffn_sites(model: nn.Module, root: str, part: Part, inputs: tuple[str, ...], output: str) -> list[FFNSite]:
     """Find FFN blocks under `root` by structure: a module owning the named input and output linears."""
     sites = []
     for name, module in iter_named(model, root):

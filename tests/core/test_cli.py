@@ -11,8 +11,22 @@ from infoprune_core.cli import main
 
 
 def test_compress_prints_report_and_writes_json(model_dirs, tmp_path: Path, capsys) -> None:
-    code = main(["compress", str(model_dirs["llama"]), "--output", str(tmp_path / "out"), "--target-flops", "0.5",
-                 "--gate-steps", "4", "--recovery-steps", "2", "--json", str(tmp_path / "report.json")])
+    code = main(
+        [
+            "compress",
+            str(model_dirs["llama"]),
+            "--output",
+            str(tmp_path / "out"),
+            "--target-flops",
+            "0.5",
+            "--gate-steps",
+            "4",
+            "--recovery-steps",
+            "2",
+            "--json",
+            str(tmp_path / "report.json"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "scope FLOPs ratio" in printed and "speed-up" in printed

@@ -14,8 +14,9 @@ from infoprune_core.calibration import Encoder, read_samples
 from infoprune_core.modeling import load_model
 from tests.core.conftest import FAMILIES, calibration_for
 
-FAST = dict(gate_steps=8, recovery_steps=4, calibration_samples=16, held_out_samples=4, latency_repeats=1,
-            latency_batch=4)
+FAST = dict(
+    gate_steps=8, recovery_steps=4, calibration_samples=16, held_out_samples=4, latency_repeats=1, latency_batch=4
+)
 
 
 def _outputs(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
@@ -84,8 +85,7 @@ def test_reloaded_equals_in_memory_compressed_model(model_dirs, tmp_path: Path) 
     finally:
         pipeline.save_compressed = original_save
     inputs = _inputs(model_dirs["llama"], None)
-    torch.testing.assert_close(_outputs(load_compressed(tmp_path / "out"), inputs),
-                               _outputs(captured["model"], inputs))
+    torch.testing.assert_close(_outputs(load_compressed(tmp_path / "out"), inputs), _outputs(captured["model"], inputs))
 
 
 @pytest.mark.parametrize("ffn", ["svd", "uniform", "width"])
@@ -120,8 +120,9 @@ def test_vision_scope_leaves_language_model_untouched(model_dirs, shapes_set, tm
 
 
 def test_accuracy_is_reported_with_an_eval_set(model_dirs, shapes_set, tmp_path: Path) -> None:
-    config = CompressionConfig(target_flops_ratio=0.7, calibration=str(shapes_set), eval_set=str(shapes_set),
-                               validate_scores=True, **FAST)
+    config = CompressionConfig(
+        target_flops_ratio=0.7, calibration=str(shapes_set), eval_set=str(shapes_set), validate_scores=True, **FAST
+    )
     report = compress(str(model_dirs["llava"]), tmp_path / "out", config).report
     accuracy = report["accuracy"]
     assert accuracy["samples"] == 24

@@ -19,10 +19,10 @@ def test_local_directory(model_dirs, tmp_path: Path) -> None:
 def test_missing_directory_and_garbage_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="does not exist"):
         resolve_source(str(tmp_path / "nope"), tmp_path)
-    with pytest.raises(SourceError, match="neither"):
+    with pytest.raises(SourceError, match="is neither"):
         resolve_source("not a model source!", tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SourceError, match="no config.json"):
+    with pytest.raises(SourceError, match=r"no config\.json"):
         resolve_source(str(tmp_path / "empty"), tmp_path)
 
 

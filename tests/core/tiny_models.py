@@ -27,8 +27,8 @@ from transformers import (
 )
 
 WORDS = (
-    "the a of and to in is it that for on with as was at by this be are from or an which one all "
-    "shape color red blue green circle square triangle left right what where answer describe image ."
+    "the a of and to in is it that for on with as was at by this be are from or an which one all shape color "
+    "red blue green circle square triangle left right what where answer describe image ."
 ).split()
 IMAGE = 32
 
@@ -38,14 +38,25 @@ def word_tokenizer(extra: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
         extra_special_tokens={"image_token": "<image>"} if extra else {},
     )
 
 
 def tiny_llama(qwen: bool = False) -> PreTrainedModel:
-    kwargs = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6,
-                  num_key_value_heads=2, vocab_size=64, max_position_embeddings=128)
+    kwargs = dict(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        vocab_size=64,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     if qwen:
         return Qwen2ForCausalLM(Qwen2Config(**kwargs)).eval()
@@ -54,15 +65,22 @@ def tiny_llama(qwen: bool = False) -> PreTrainedModel:
 
 def tiny_bert() -> PreTrainedModel:
     torch.manual_seed(0)
-    config = BertConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                        vocab_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=64,
+        max_position_embeddings=128,
+    )
     return BertModel(config).eval()
 
 
 def tiny_clip(siglip: bool = False) -> PreTrainedModel:
     torch.manual_seed(0)
-    kwargs = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=IMAGE, patch_size=8)
+    kwargs = dict(
+        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE, patch_size=8
+    )
     if siglip:
         return SiglipVisionModel(SiglipVisionConfig(**kwargs)).eval()
     return CLIPVisionModel(CLIPVisionConfig(**kwargs)).eval()
@@ -70,12 +88,25 @@ def tiny_clip(siglip: bool = False) -> PreTrainedModel:
 
 def tiny_llava() -> PreTrainedModel:
     torch.manual_seed(0)
-    vision = CLIPVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=IMAGE, patch_size=8)
-    text = LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6,
-                       num_key_value_heads=2, vocab_size=len(WORDS) + 5, max_position_embeddings=256)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=4, vision_feature_layer=-1,
-                         vision_feature_select_strategy="full")
+    vision = CLIPVisionConfig(
+        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE, patch_size=8
+    )
+    text = LlamaConfig(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        vocab_size=len(WORDS) + 5,
+        max_position_embeddings=256,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=4,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
     return LlavaForConditionalGeneration(config).eval()
 
 
@@ -86,8 +117,13 @@ def save_with_processor(model: PreTrainedModel, directory: Path) -> Path:
     image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE}, crop_size=IMAGE)
     if model_type == "llava":
         tokenizer = word_tokenizer(("<image>",))
-        processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                                   vision_feature_select_strategy="full", num_additional_image_tokens=1)
+        processor = LlavaProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=8,
+            vision_feature_select_strategy="full",
+            num_additional_image_tokens=1,
+        )
         processor.save_pretrained(directory)
     elif model_type in ("clip_vision_model", "siglip_vision_model"):
         image_processor.save_pretrained(directory)
@@ -105,8 +141,11 @@ def sample_inputs(model: PreTrainedModel, batch: int = 2, length: int = 12) -> d
         image_tokens = (IMAGE // 8) ** 2 + 1
         ids = torch.randint(5, model.config.text_config.vocab_size, (batch, length), generator=generator)
         ids = torch.cat([torch.full((batch, image_tokens), 4), ids], dim=1)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                "pixel_values": torch.randn(batch, 3, IMAGE, IMAGE, generator=generator)}
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "pixel_values": torch.randn(batch, 3, IMAGE, IMAGE, generator=generator),
+        }
     ids = torch.randint(4, model.config.vocab_size, (batch, length), generator=generator)
     mask = torch.ones_like(ids)
     mask[0, :3] = 0  # some left padding
