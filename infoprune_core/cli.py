@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -81,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     compress.set_defaults(func=run_compress)
 
+    demo = commands.add_parser("demo", help="compress the shipped demo VLM and report held-out accuracy")
+    demo.add_argument("--target-flops", type=float, default=0.5)
+    demo.add_argument("--output", "-o", type=Path, help="artifact directory (default: out/demo-<target>-<time>)")
+    demo.add_argument("--heads", choices=HEAD_METHODS, default="infoprune")
+    demo.add_argument("--ffn", choices=FFN_METHODS, default="whitened_svd")
+    demo.add_argument("--recovery-steps", type=int, default=100)
+    demo.add_argument("--threads", type=int, default=1)
+    demo.add_argument("--json", dest="json_path", type=Path)
+    demo.set_defaults(func=run_demo)
+
     profile = commands.add_parser("profile", help="head scores, FFN spectra and FLOPs, without changes")
     _common(profile)
     profile.set_defaults(func=run_profile)
@@ -135,6 +146,20 @@ def run_compress(args: argparse.Namespace) -> int:
     print(f"\nwrote {result.output_dir}")
     _write_json(args.json_path, result.report)
     return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from infoprune_core.demo import demo_calibration_path, demo_eval_path, demo_model_dir
+
+    output = args.output or Path("out") / f"demo-{args.target_flops}-{time.strftime('%Y%m%d-%H%M%S')}"
+    forwarded = [
+        "compress", str(demo_model_dir()), "--output", str(output), "--target-flops", str(args.target_flops),
+        "--calibration", str(demo_calibration_path()), "--eval", str(demo_eval_path()), "--heads", args.heads,
+        "--ffn", args.ffn, "--recovery-steps", str(args.recovery_steps), "--threads", str(args.threads),
+    ]
+    if args.json_path is not None:
+        forwarded += ["--json", str(args.json_path)]
+    return run_compress(build_parser().parse_args(forwarded))
 
 
 def run_profile(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from infoprune_core.adapters.base import AttentionSite
-from infoprune_core.objectives import divergence, model_output
+from infoprune_core.objectives import TeacherOutputs, divergence, model_output
 from infoprune_core.spectra import effective_rank, singular_values_from_gram
 from infoprune_core.statistics import AttentionStats
 from infoprune_core.surgery import head_masks
@@ -65,6 +65,7 @@ def _spectral_terms(
     gates: Mapping[str, torch.Tensor],
     sites: Sequence[AttentionSite],
     stats: Mapping[str, AttentionStats],
+    reference_cdfs: Mapping[str, torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KS alignment and redundancy summed over layers, from this batch's gated head outputs."""
     ks_total = torch.zeros((), dtype=torch.float64)
@@ -74,10 +75,8 @@ def _spectral_terms(
         gram = x.T @ x
         gram = gram + 1e-6 * gram.diagonal().mean().clamp_min(1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
         spectrum = singular_values_from_gram(gram)
-        reference = singular_values_from_gram(stats[site.name].gram)
         cdf = spectrum.cumsum(0) / spectrum.sum()
-        reference_cdf = reference.cumsum(0) / reference.sum()
-        ks_total = ks_total + (cdf - reference_cdf).abs().max()
+        ks_total = ks_total + (cdf - reference_cdfs[site.name]).abs().max()
         kept_erank = (gates[site.o].double() * stats[site.name].erank).sum().clamp_min(1e-6)
         redundancy_total = redundancy_total + (1 - effective_rank(spectrum) / kept_erank).clamp_min(0)
     return ks_total / len(sites), redundancy_total / len(sites)
@@ -104,13 +103,17 @@ def train_gates(
     target = 1 - target_removed_flops / max(total_flops, 1e-9)
     captured: dict[str, torch.Tensor] = {}
     handles = []
+    teacher_outputs = TeacherOutputs(model)
+    reference_cdfs = {}
+    for site in sites:
+        reference = singular_values_from_gram(stats[site.name].gram)
+        reference_cdfs[site.name] = reference.cumsum(0) / reference.sum()
     requires_grad = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:
         for step in range(settings.steps):
             batch = batches[step % len(batches)]
-            with torch.no_grad():
-                teacher, logits = model_output(model, batch)
+            teacher, logits = teacher_outputs(step % len(batches), batch)
             sampled = gates.sample()
             with head_masks(model, sampled):
                 handles = [_capture(model, site.o, captured) for site in sites]
@@ -118,7 +121,7 @@ def train_gates(
                 for handle in handles:
                     handle.remove()
             distill = divergence(student, teacher, logits, batch.get("attention_mask"))
-            ks, redundancy = _spectral_terms(captured, sampled, sites, stats)
+            ks, redundancy = _spectral_terms(captured, sampled, sites, stats, reference_cdfs)
             probability = gates.open_probability()
             expected = sum((probability[s.o] * per_head_flops[s.name]).sum() for s in sites) / max(total_flops, 1e-9)
             gap = expected - target

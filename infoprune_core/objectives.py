@@ -66,3 +66,28 @@ def self_supervised_loss(output: torch.Tensor, logits: bool, token_mask: torch.T
     else:
         per_token = output.pow(2).mean(-1)
     return (per_token * weights).sum() / weights.sum().clamp_min(1)
+
+
+class TeacherOutputs:
+    """The unpruned model's outputs per calibration batch, cached while they fit in `budget_bytes`.
+
+    Gate training and recovery revisit the same batches many times; caching saves one forward per
+    step, and recomputing keeps memory bounded for large vocabularies.
+    """
+
+    def __init__(self, model: nn.Module, budget_bytes: int = 256 * 1024 * 1024) -> None:
+        self.model = model
+        self.budget = budget_bytes
+        self.used = 0
+        self.cache: dict[int, tuple[torch.Tensor, bool]] = {}
+
+    def __call__(self, index: int, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
+        if index in self.cache:
+            return self.cache[index]
+        with torch.no_grad():
+            output = model_output(self.model, batch)
+        size = output[0].numel() * output[0].element_size()
+        if self.used + size <= self.budget:
+            self.cache[index] = output
+            self.used += size
+        return output

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from infoprune_core.objectives import divergence, model_output
+from infoprune_core.objectives import TeacherOutputs, divergence, model_output
 
 
 def distill(
@@ -26,10 +26,10 @@ def distill(
     optimiser = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1 - step / max(steps, 1))
     losses = []
+    targets = TeacherOutputs(teacher)
     for step in range(steps):
         batch = batches[step % len(batches)]
-        with torch.no_grad():
-            target, logits = model_output(teacher, batch)
+        target, logits = targets(step % len(batches), batch)
         output, _ = model_output(student, batch)
         loss = divergence(output, target, logits, batch.get("attention_mask"))
         optimiser.zero_grad()

@@ -24,6 +24,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 SIDES = ("left", "right")
 COUNTS = ("one", "two")
+# The answer words of each question kind.
+OPTIONS: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES, "side": SIDES, "count": COUNTS}
 QUESTIONS: dict[str, str] = {
     "color": "what color is the shape ?",
     "shape": "what shape is it ?",
@@ -31,12 +33,13 @@ QUESTIONS: dict[str, str] = {
     "count": "how many shapes ?",
 }
 PROMPT_TEMPLATE = "<image> {question} answer :"
-ANSWERS: tuple[str, ...] = (*COLORS, *SHAPES, *SIDES, *COUNTS)
+ANSWERS: tuple[str, ...] = tuple(word for options in OPTIONS.values() for word in options)
 
-# Seeds of the three splits; the evaluation seed is never used for training.
+# Seeds of the splits; the evaluation seed is never used for training.
 TRAIN_SEED = 0
 CALIBRATION_SEED = 1
 EVAL_SEED = 2
+VISION_PRETRAIN_SEED = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,20 @@ class Shape:
     cx: int
     cy: int
     radius: int
+
+
+@dataclass(frozen=True)
+class Scene:
+    image: Image.Image
+    shapes: tuple[Shape, ...]
+
+    def answers(self) -> dict[str, str]:
+        """The answer of every question kind the scene settles (only the count for two shapes)."""
+        count = {"count": COUNTS[len(self.shapes) - 1]}
+        if len(self.shapes) > 1:
+            return count
+        shape = self.shapes[0]
+        return {"color": shape.color, "shape": shape.kind, "side": SIDES[shape.cx >= IMAGE_SIZE // 2], **count}
 
 
 @dataclass(frozen=True)
@@ -70,7 +87,7 @@ def vocabulary() -> list[str]:
 
 
 def _random_shape(rng: np.random.Generator, side: str | None) -> Shape:
-    radius = int(rng.integers(7, 13))
+    radius = int(rng.integers(8, 15))
     low, high = radius + 1, IMAGE_SIZE - radius - 2
     if side == "left":
         high = IMAGE_SIZE // 2 - 6
@@ -117,17 +134,21 @@ def _draw(image: Image.Image, shape: Shape, rng: np.random.Generator) -> None:
         draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
 
 
-def random_sample(rng: np.random.Generator) -> Sample:
-    """Draw one (image, question, answer); two-shape images are asked only for the count."""
-    kind = list(QUESTIONS)[rng.integers(len(QUESTIONS))]
-    two = kind == "count" and bool(rng.integers(2))
-    side = SIDES[rng.integers(2)]
-    shapes = _two_shapes(rng) if two else [_random_shape(rng, side)]
+def random_scene(rng: np.random.Generator, count: int) -> Scene:
+    """One or two shapes; a single shape sits clearly left or right of the centre."""
+    shapes = _two_shapes(rng) if count == 2 else [_random_shape(rng, SIDES[rng.integers(2)])]
     image = Image.fromarray(_background(rng))
     for shape in shapes:
         _draw(image, shape, rng)
-    answer = {"color": shapes[0].color, "shape": shapes[0].kind, "side": side, "count": COUNTS[len(shapes) - 1]}
-    return Sample(image=image, question=QUESTIONS[kind], answer=answer[kind])
+    return Scene(image=image, shapes=tuple(shapes))
+
+
+def random_sample(rng: np.random.Generator) -> Sample:
+    """Draw one (image, question, answer); two-shape images are asked only for the count."""
+    kind = list(QUESTIONS)[rng.integers(len(QUESTIONS))]
+    count = 1 + int(kind == "count" and rng.integers(2))
+    scene = random_scene(rng, count)
+    return Sample(image=scene.image, question=QUESTIONS[kind], answer=scene.answers()[kind])
 
 
 def generate(seed: int) -> Iterator[Sample]:
@@ -135,6 +156,13 @@ def generate(seed: int) -> Iterator[Sample]:
     rng = np.random.default_rng(seed)
     while True:
         yield random_sample(rng)
+
+
+def generate_scenes(seed: int) -> Iterator[Scene]:
+    """An endless, deterministic stream of scenes (a quarter with two shapes) for a seed."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield random_scene(rng, 2 if rng.random() < 0.25 else 1)
 
 
 def make_split(seed: int, size: int) -> list[Sample]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -28,7 +30,17 @@ from infoprune_core.demo.model import (
     build_tokenizer,
     encode,
 )
-from infoprune_core.demo.shapes import CALIBRATION_SEED, EVAL_SEED, TRAIN_SEED, generate, make_split
+from infoprune_core.demo.shapes import (
+    CALIBRATION_SEED,
+    EVAL_SEED,
+    OPTIONS,
+    TRAIN_SEED,
+    VISION_PRETRAIN_SEED,
+    Scene,
+    generate,
+    generate_scenes,
+    make_split,
+)
 
 CALIBRATION_SIZE = 256
 EVAL_SIZE = 400
@@ -39,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=ASSETS_DIR / "model", help="model directory")
     parser.add_argument("--data-dir", type=Path, default=ASSETS_DIR, help="parent of calibration/ and eval/")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--vision-steps", type=int, default=300, help="stage 1: vision tower pre-training")
+    parser.add_argument("--steps", type=int, default=300, help="stage 2: answer training of the whole model")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=30, help="linear warm-up steps before cosine decay")
@@ -54,29 +67,92 @@ def warmup_cosine(step: int, steps: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train(
-    model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace
+class AttributeProbe(torch.nn.Module):
+    """Linear read-outs of every question kind from the mean of the projected image features."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.heads = torch.nn.ModuleDict(
+            {kind: torch.nn.Linear(hidden_size, len(options)) for kind, options in OPTIONS.items()}
+        )
+
+    def loss(self, features: torch.Tensor, scenes: list[Scene]) -> torch.Tensor:
+        """Summed cross-entropy over the kinds each scene settles; features: [B, hidden]."""
+        total = features.new_zeros(())
+        for kind, head in self.heads.items():
+            answers = [scene.answers().get(kind) for scene in scenes]
+            labels = [OPTIONS[kind].index(a) if a is not None else -100 for a in answers]
+            total = total + cross_entropy(head(features), torch.tensor(labels), ignore_index=-100)
+        return total
+
+
+def pooled_image_features(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projected image features as the language model receives them, averaged over patches: [B, hidden]."""
+    config = model.config
+    features = model.model.get_image_features(
+        pixel_values,
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+    ).pooler_output
+    return torch.stack(features).mean(1)
+
+
+def optimise(
+    parameters: list[torch.nn.Parameter],
+    losses: Iterator[torch.Tensor],
+    steps: int,
+    args: argparse.Namespace,
+    stage: str,
 ) -> None:
-    """AdamW on the cross-entropy of the answer token, fresh samples every step."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, args.steps, args.warmup)
-    )
-    stream = generate(TRAIN_SEED)
-    model.train()
+    """AdamW with warm-up and cosine decay over `steps` losses, logging the running mean."""
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, steps, args.warmup))
     running = 0.0
-    for step in range(1, args.steps + 1):
-        batch = [next(stream) for _ in range(args.batch_size)]
-        loss = cross_entropy(answer_logits(model, encode(processor, batch)), answer_ids(processor, batch))
+    for step, loss in enumerate(islice(losses, steps), start=1):
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         schedule.step()
         running += loss.item()
         if step % args.log_every == 0:
-            print(f"step {step:5d}  train loss {running / args.log_every:.4f}", flush=True)
+            print(f"{stage} step {step:5d}  train loss {running / args.log_every:.4f}", flush=True)
             running = 0.0
+
+
+def pretrain_vision(
+    model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace
+) -> None:
+    """Stage 1: train the vision tower and projector to expose every attribute to a linear probe.
+
+    The answer loss alone reaches the image only through diffuse attention and learns slowly;
+    this stage plays the role of the pretrained CLIP in a real LLaVA. The probe is discarded.
+    """
+    probe = AttributeProbe(model.config.text_config.hidden_size)
+    scenes = generate_scenes(VISION_PRETRAIN_SEED)
+
+    def losses() -> Iterator[torch.Tensor]:
+        while True:
+            batch = [next(scenes) for _ in range(args.batch_size)]
+            pixels = processor.image_processor([s.image for s in batch], return_tensors="pt")["pixel_values"]
+            yield probe.loss(pooled_image_features(model, pixels), batch)
+
+    parameters = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
+    optimise([*parameters, *probe.parameters()], losses(), args.vision_steps, args, "vision")
+
+
+def train_answers(
+    model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace
+) -> None:
+    """Stage 2: the whole model, cross-entropy of the answer token at the last prompt position."""
+    stream = generate(TRAIN_SEED)
+
+    def losses() -> Iterator[torch.Tensor]:
+        while True:
+            batch = [next(stream) for _ in range(args.batch_size)]
+            yield cross_entropy(answer_logits(model, encode(processor, batch)), answer_ids(processor, batch))
+
+    optimise(list(model.parameters()), losses(), args.steps, args, "answer")
 
 
 def save_model(model: LlavaForConditionalGeneration, processor: LlavaProcessor, output: Path) -> None:
@@ -97,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {params:,} ({params * 4 / 1e6:.1f} MB float32)", flush=True)
     start = time.perf_counter()
-    train(model, processor, args)
+    model.train()
+    pretrain_vision(model, processor, args)
+    train_answers(model, processor, args)
     print(f"training time: {time.perf_counter() - start:.0f} s", flush=True)
     calibration = make_split(CALIBRATION_SEED, CALIBRATION_SIZE)
     held_out = make_split(EVAL_SEED, EVAL_SIZE)
