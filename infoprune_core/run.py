@@ -1,0 +1,98 @@
+"""State and data shared by the stages of one run: progress, timings, encoded batches, statistics."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from infoprune_core.adapters.base import AttentionSite, FFNSite
+from infoprune_core.calibration import Encoder, Sample, batched, default_samples, read_samples
+from infoprune_core.config import CompressionConfig
+from infoprune_core.errors import CalibrationError
+from infoprune_core.modeling import LoadedModel
+from infoprune_core.progress import ProgressCallback, ProgressEvent, Stage
+from infoprune_core.statistics import CalibrationStats, StatisticsCollector
+
+Batch = dict[str, torch.Tensor]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("INFOPRUNE_CACHE_DIR", Path.home() / ".cache" / "infoprune"))
+
+
+class Run:
+    """State shared by the stages of one run: progress, timings and the prepared data."""
+
+    def __init__(self, config: CompressionConfig, progress: ProgressCallback) -> None:
+        self.config = config
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    def emit(self, stage: Stage, fraction: float, message: str = "") -> None:
+        self.progress(ProgressEvent(stage, fraction, message))
+
+    def ticker(self, stage: Stage, what: str):
+        def tick(done: int, total: int) -> None:
+            self.emit(stage, done / max(total, 1), f"{what} {done}/{total}")
+
+        return tick
+
+    @contextmanager
+    def stage(self, stage: Stage, message: str = "") -> Iterator[None]:
+        self.emit(stage, 0.0, message)
+        start = time.perf_counter()
+        yield
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+        self.emit(stage, 1.0, message)
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: str) -> Batch:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def prepare_samples(config: CompressionConfig, loaded: LoadedModel) -> tuple[list[Sample], list[Sample]]:
+    """Calibration and held-out samples (the held-out ones are the last of the set)."""
+    samples = read_samples(Path(config.calibration)) if config.calibration else default_samples(loaded.adapter.modality)
+    if len(samples) < 2:
+        raise CalibrationError("the calibration set needs at least 2 samples (calibration + held-out)")
+    held_out = min(config.held_out_samples, len(samples) // 4 or 1)
+    return samples[: len(samples) - held_out][: config.calibration_samples], samples[len(samples) - held_out :]
+
+
+def encode_all(encoder: Encoder, samples: Sequence[Sample], batch_size: int, device: str) -> list[Batch]:
+    return [to_device(encoder.encode(chunk), device) for chunk in batched(samples, batch_size)]
+
+
+def collect_statistics(
+    loaded: LoadedModel,
+    attention: Sequence[AttentionSite],
+    ffns: Sequence[FFNSite],
+    batches: Sequence[Batch],
+    run: Run,
+    stage: Stage,
+) -> CalibrationStats:
+    collector = StatisticsCollector(loaded.model, attention, ffns)
+    try:
+        for index, batch in enumerate(batches):
+            collector.observe(batch)
+            run.emit(stage, (index + 1) / len(batches), f"calibration batch {index + 1}/{len(batches)}")
+    finally:
+        stats = collector.close()
+    return stats
+
+
+def scope_total(by_part: Mapping[str, float], scope: Sequence[str]) -> float:
+    return sum(by_part[part] for part in scope)
+
+
+def first_sample_input(encoder: Encoder, samples: Sequence[Sample], device: str) -> Batch:
+    return to_device(encoder.encode(samples[:1]), device)
+
+
+def describe_input(batch: Mapping[str, torch.Tensor]) -> dict[str, list[int]]:
+    return {key: list(value.shape) for key, value in batch.items()}
