@@ -38,6 +38,7 @@ class CompressionConfig(BaseModel):
     gate_steps: int = Field(default=150, ge=0, le=100_000)
     recovery_steps: int = Field(default=100, ge=0, le=100_000)
     validate_scores: bool = False
+    plan_search: bool = True  # try a few head/FFN splits of the budget and keep the least damaging
     latency_batch: int = Field(default=32, ge=1, le=1024)
     latency_repeats: int = Field(default=5, ge=1, le=1000)
     measure_latency: bool = True

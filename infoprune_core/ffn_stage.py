@@ -12,6 +12,7 @@ from infoprune_core.adapters.base import FFNSite
 from infoprune_core.config import CompressionConfig
 from infoprune_core.flops import FlopCount, count_flops
 from infoprune_core.modeling import LoadedModel
+from infoprune_core.progress import Stage
 from infoprune_core.run import Batch, Run, collect_statistics, scope_total
 from infoprune_core.spectra import effective_rank, truncation_ks
 from infoprune_core.statistics import CalibrationStats
@@ -25,6 +26,7 @@ def compress_ffns(
     flop_input: Batch,
     scope_before: float,
     run: Run,
+    stage: Stage = "compressing_ffn",
 ) -> dict[str, Any]:
     """Plan and apply FFN compression on the (head-pruned) model, calibrated on it."""
     model, adapter = loaded.model, loaded.adapter
@@ -34,7 +36,7 @@ def compress_ffns(
     if config.target_flops_ratio is None and config.ffn_epsilon is None:
         return empty
     counts = count_flops(model, adapter.attention_sites(model), flop_input)
-    stats = collect_statistics(loaded, [], sites, batches, run, "compressing_ffn")
+    stats = collect_statistics(loaded, [], sites, batches, run, stage)
     dense = ffn_compression.dense_ffn_flops(sites, counts)
     if config.ffn == "width":
         widths = ffn_compression.width_scores(model, sites, stats, counts)

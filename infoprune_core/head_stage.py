@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from infoprune_core.adapters.base import AttentionSite
+from infoprune_core.adapters.base import AttentionSite, FFNSite
 from infoprune_core.config import CompressionConfig
 from infoprune_core.errors import BudgetError
+from infoprune_core.evaluation import fidelity
+from infoprune_core.ffn_stage import compress_ffns
+from infoprune_core.head_selection import select_heads
 from infoprune_core.modeling import LoadedModel
 from infoprune_core.run import Batch, Run
 from infoprune_core.scores import (
@@ -21,8 +26,14 @@ from infoprune_core.scores import (
     random_scores,
     rank_correlation,
     taylor_scores,
+    teacher_outputs,
 )
 from infoprune_core.statistics import CalibrationStats
+from infoprune_core.surgery import prune_heads
+
+# Multiples of the even split of the cut between heads and FFNs that the planner tries.
+HEAD_SHARES = (0.5, 1.0, 1.5)
+PROBE_BATCHES = 2
 
 
 def head_scores(
@@ -109,3 +120,52 @@ def validate_scores(
         "spearman": {name: rank_correlation(score, reference) for name, score in candidates.items()},
         "ablation": {name: values.tolist() for name, values in reference.items()},
     }
+
+
+def max_head_removal(sites: Sequence[AttentionSite], per_head: Mapping[str, float]) -> float:
+    """Attention FLOPs removable while every KV group keeps one query head (one head for MHA)."""
+    return sum(per_head[s.name] * (s.num_heads - (s.num_kv_heads if s.group_size > 1 else 1)) for s in sites)
+
+
+def choose_head_removal(
+    loaded: LoadedModel,
+    sites: Sequence[AttentionSite],
+    ffn_sites: Sequence[FFNSite],
+    scores: Scores,
+    per_head: Mapping[str, float],
+    even_removal: float,
+    config: CompressionConfig,
+    batches: Sequence[Batch],
+    flop_input: Batch,
+    scope_before: float,
+    run: Run,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Split the cut between heads and FFNs: try a few head shares training-free (these scores, then
+    the FFN stage) on a copy, and keep the one whose output moves least on calibration batches."""
+    probe = list(batches[:PROBE_BATCHES])
+    teachers = teacher_outputs(loaded.model, probe)
+    ceiling = max_head_removal(sites, per_head)
+    candidates: list[dict[str, Any]] = []
+    for index, share in enumerate(HEAD_SHARES):
+        removal = min(share * even_removal, ceiling)
+        if any(abs(removal - c["head_flops_removed"]) < 1e-6 * max(removal, 1.0) for c in candidates):
+            continue
+        trial = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
+        kept = select_heads(sites, scores, per_head, removal)
+        for site in sites:
+            if len(kept[site.name]) < site.num_heads:
+                prune_heads(trial.model, site, kept[site.name])
+        candidate: dict[str, Any] = {"share": share, "head_flops_removed": removal}
+        try:
+            compress_ffns(trial, ffn_sites, config, batches, flop_input, scope_before, run, "pruning_heads")
+            candidate["divergence"] = fidelity(trial.model, probe, teachers)["divergence"]
+        except BudgetError as error:
+            candidate["infeasible"] = str(error)
+        candidates.append(candidate)
+        run.emit("pruning_heads", (index + 1) / (len(HEAD_SHARES) + 1), f"planner tried head share {share}")
+    feasible = [c for c in candidates if "divergence" in c]
+    if not feasible:
+        return even_removal, candidates
+    best = min(feasible, key=lambda c: c["divergence"])
+    best["chosen"] = True
+    return float(best["head_flops_removed"]), candidates

@@ -22,7 +22,13 @@ from infoprune_core.ffn_stage import compress_ffns, ffn_spectra
 from infoprune_core.flops import FlopCount, count_flops, parameter_count_by_part
 from infoprune_core.gates import GateSettings, train_gates
 from infoprune_core.head_selection import head_flops, select_heads
-from infoprune_core.head_stage import head_profile, head_removal_target, head_scores, validate_scores
+from infoprune_core.head_stage import (
+    choose_head_removal,
+    head_profile,
+    head_removal_target,
+    head_scores,
+    validate_scores,
+)
 from infoprune_core.modeling import load_model
 from infoprune_core.progress import ProgressCallback, no_progress
 from infoprune_core.recovery import distill
@@ -130,6 +136,20 @@ def compress(
         removal = head_removal_target(config, attention_prunable, ffn_dense, scope_before)
         if config.heads != "none" and attention_sites and removal > 0:
             scores = head_scores(config.heads, loaded, attention_sites, stats, calibration_batches, config.seed)
+            if config.plan_search and config.target_flops_ratio is not None and config.ffn != "none" and ffn_sites:
+                removal, heads_report["planner"] = choose_head_removal(
+                    loaded,
+                    attention_sites,
+                    ffn_sites,
+                    scores,
+                    per_head,
+                    removal,
+                    config,
+                    calibration_batches,
+                    flop_input,
+                    scope_before,
+                    run,
+                )
             if config.heads == "infoprune":
                 scores = train_gates(
                     model,
