@@ -37,6 +37,7 @@ class CompressionConfig(BaseModel):
     max_text_tokens: int = Field(default=64, ge=4, le=8192)
     gate_steps: int = Field(default=150, ge=0, le=100_000)
     recovery_steps: int = Field(default=100, ge=0, le=100_000)
+    recovery_learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
     validate_scores: bool = False
     plan_search: bool = True  # try a few head/FFN splits of the budget and keep the least damaging
     latency_batch: int = Field(default=32, ge=1, le=1024)

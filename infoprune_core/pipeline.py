@@ -204,6 +204,7 @@ def compress(
                 original,
                 calibration_batches,
                 config.recovery_steps,
+                learning_rate=config.recovery_learning_rate,
                 on_step=run.ticker("recovering", "distillation step"),
             )
             report["recovery"] = {"steps": config.recovery_steps, "first_loss": losses[0], "last_loss": losses[-1]}
@@ -309,6 +310,8 @@ def profile(
             "params": _with_total(parameter_count_by_part(model, adapter)),
             "layers": head_profile(loaded, sites, stats),
             "ffn_spectra": ffn_spectra(model, ffn_sites, stats),
+            "flops_per_module": {**counts.modules, **{f"{k} (QK^T, AV)": v for k, v in counts.attention_core.items()}},
+            "params_per_module": {name: p.numel() for name, p in model.named_parameters()},
         }
         for site in sites:
             result["layers"][site.name]["attention_flops"] = counts.attention_core.get(site.name, 0.0) + sum(
