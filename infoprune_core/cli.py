@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--head-keep-ratio", type=float, help="explicit: fraction of head FLOPs to keep")
     compress.add_argument("--ffn-epsilon", type=float, help="explicit: KS/energy loss allowed per FFN matrix")
     compress.add_argument("--heads", choices=HEAD_METHODS, default="infoprune")
-    compress.add_argument("--ffn", choices=FFN_METHODS, default="whitened_svd")
+    compress.add_argument("--ffn", choices=FFN_METHODS, default="auto")
     compress.add_argument("--eval", dest="eval_set", help="JSONL with answers/labels to measure accuracy")
     compress.add_argument("--gate-steps", type=int, default=150)
     compress.add_argument("--recovery-steps", type=int, default=100, help="distillation steps (0: none)")
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--target-flops", type=float, default=0.5)
     demo.add_argument("--output", "-o", type=Path, help="artifact directory (default: out/demo-<target>-<time>)")
     demo.add_argument("--heads", choices=HEAD_METHODS, default="infoprune")
-    demo.add_argument("--ffn", choices=FFN_METHODS, default="whitened_svd")
+    demo.add_argument("--ffn", choices=FFN_METHODS, default="auto")
     demo.add_argument("--recovery-steps", type=int, default=100)
     demo.add_argument("--threads", type=int, default=1)
     demo.add_argument("--json", dest="json_path", type=Path)
@@ -153,9 +153,24 @@ def run_demo(args: argparse.Namespace) -> int:
 
     output = args.output or Path("out") / f"demo-{args.target_flops}-{time.strftime('%Y%m%d-%H%M%S')}"
     forwarded = [
-        "compress", str(demo_model_dir()), "--output", str(output), "--target-flops", str(args.target_flops),
-        "--calibration", str(demo_calibration_path()), "--eval", str(demo_eval_path()), "--heads", args.heads,
-        "--ffn", args.ffn, "--recovery-steps", str(args.recovery_steps), "--threads", str(args.threads),
+        "compress",
+        str(demo_model_dir()),
+        "--output",
+        str(output),
+        "--target-flops",
+        str(args.target_flops),
+        "--calibration",
+        str(demo_calibration_path()),
+        "--eval",
+        str(demo_eval_path()),
+        "--heads",
+        args.heads,
+        "--ffn",
+        args.ffn,
+        "--recovery-steps",
+        str(args.recovery_steps),
+        "--threads",
+        str(args.threads),
     ]
     if args.json_path is not None:
         forwarded += ["--json", str(args.json_path)]

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Part = Literal["vision", "language"]
 HeadMethod = Literal["infoprune", "infoprune_free", "random", "l1", "taylor", "entropy", "none"]
-FFNMethod = Literal["whitened_svd", "svd", "uniform", "width", "none"]
+FFNMethod = Literal["auto", "whitened_svd", "svd", "uniform", "width", "none"]
 
 HEAD_METHODS: tuple[str, ...] = HeadMethod.__args__  # type: ignore[attr-defined]
 FFN_METHODS: tuple[str, ...] = FFNMethod.__args__  # type: ignore[attr-defined]
@@ -28,7 +28,7 @@ class CompressionConfig(BaseModel):
     ffn_epsilon: float | None = Field(default=None, ge=0.0, lt=1.0)
     scope: tuple[Part, ...] = ("vision", "language")
     heads: HeadMethod = "infoprune"
-    ffn: FFNMethod = "whitened_svd"
+    ffn: FFNMethod = "auto"  # auto: the planner picks whitened_svd or width, whichever loses less
     calibration: str | None = None
     eval_set: str | None = None
     calibration_samples: int = Field(default=64, ge=1, le=100_000)

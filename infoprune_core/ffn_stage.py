@@ -22,23 +22,24 @@ def compress_ffns(
     loaded: LoadedModel,
     sites: Sequence[FFNSite],
     config: CompressionConfig,
+    method: str,
     batches: Sequence[Batch],
     flop_input: Batch,
     scope_before: float,
     run: Run,
     stage: Stage = "compressing_ffn",
 ) -> dict[str, Any]:
-    """Plan and apply FFN compression on the (head-pruned) model, calibrated on it."""
+    """Plan and apply FFN compression by `method` on the (head-pruned) model, calibrated on it."""
     model, adapter = loaded.model, loaded.adapter
-    empty: dict[str, Any] = {"method": config.ffn, "widths": {}, "ranks": {}}
-    if config.ffn == "none" or not sites:
+    empty: dict[str, Any] = {"method": method, "widths": {}, "ranks": {}}
+    if method == "none" or not sites:
         return empty
     if config.target_flops_ratio is None and config.ffn_epsilon is None:
         return empty
     counts = count_flops(model, adapter.attention_sites(model), flop_input)
     stats = collect_statistics(loaded, [], sites, batches, run, stage)
     dense = ffn_compression.dense_ffn_flops(sites, counts)
-    if config.ffn == "width":
+    if method == "width":
         widths = ffn_compression.width_scores(model, sites, stats, counts)
         factors: list[ffn_compression.LinearFactors] = []
 
@@ -46,10 +47,10 @@ def compress_ffns(
             return ffn_compression.width_plan(widths, epsilon)
     else:
         widths = []
-        factors = ffn_compression.factorise_all(model, sites, stats, counts, whitened=config.ffn == "whitened_svd")
+        factors = ffn_compression.factorise_all(model, sites, stats, counts, whitened=method == "whitened_svd")
 
         def plan_at(epsilon: float) -> ffn_compression.FFNPlan:
-            return ffn_compression.low_rank_plan(factors, epsilon, uniform=config.ffn == "uniform")
+            return ffn_compression.low_rank_plan(factors, epsilon, uniform=method == "uniform")
 
     if config.ffn_epsilon is not None:
         plan = plan_at(config.ffn_epsilon)
@@ -60,7 +61,7 @@ def compress_ffns(
         plan = ffn_compression.bisect_epsilon(plan_at, target, dense)
     ffn_compression.apply_plan(model, plan, factors, widths)
     return {
-        "method": config.ffn,
+        "method": method,
         "epsilon": plan.epsilon,
         "dense_flops": dense,
         "planned_flops": plan.flops,

@@ -33,6 +33,8 @@ from infoprune_core.surgery import prune_heads
 
 # Multiples of the even split of the cut between heads and FFNs that the planner tries.
 HEAD_SHARES = (0.5, 1.0, 1.5)
+AUTO_FFN_METHODS = ("whitened_svd", "width")
+DEFAULT_FFN = "whitened_svd"  # ffn=auto without a planner search
 PROBE_BATCHES = 2
 
 
@@ -127,45 +129,50 @@ def max_head_removal(sites: Sequence[AttentionSite], per_head: Mapping[str, floa
     return sum(per_head[s.name] * (s.num_heads - (s.num_kv_heads if s.group_size > 1 else 1)) for s in sites)
 
 
-def choose_head_removal(
+def choose_plan(
     loaded: LoadedModel,
     sites: Sequence[AttentionSite],
     ffn_sites: Sequence[FFNSite],
     scores: Scores,
     per_head: Mapping[str, float],
     even_removal: float,
+    ffn_methods: Sequence[str],
     config: CompressionConfig,
     batches: Sequence[Batch],
     flop_input: Batch,
     scope_before: float,
     run: Run,
-) -> tuple[float, list[dict[str, Any]]]:
-    """Split the cut between heads and FFNs: try a few head shares training-free (these scores, then
-    the FFN stage) on a copy, and keep the one whose output moves least on calibration batches."""
+) -> tuple[float, str, list[dict[str, Any]]]:
+    """Split the cut between heads and FFNs and pick the FFN operator: try a few head shares x FFN
+    methods training-free (these scores, then the FFN stage) on copies of the model, and keep the
+    pair whose output moves least on calibration batches."""
     probe = list(batches[:PROBE_BATCHES])
     teachers = teacher_outputs(loaded.model, probe)
     ceiling = max_head_removal(sites, per_head)
-    candidates: list[dict[str, Any]] = []
-    for index, share in enumerate(HEAD_SHARES):
+    removals: list[tuple[float, float]] = []
+    for share in HEAD_SHARES if sites else (0.0,):
         removal = min(share * even_removal, ceiling)
-        if any(abs(removal - c["head_flops_removed"]) < 1e-6 * max(removal, 1.0) for c in candidates):
-            continue
+        if all(abs(removal - other) > 1e-6 * max(removal, 1.0) for _, other in removals):
+            removals.append((share, removal))
+    trials = [(share, removal, method) for share, removal in removals for method in ffn_methods]
+    candidates: list[dict[str, Any]] = []
+    for index, (share, removal, method) in enumerate(trials):
         trial = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
         kept = select_heads(sites, scores, per_head, removal)
         for site in sites:
             if len(kept[site.name]) < site.num_heads:
                 prune_heads(trial.model, site, kept[site.name])
-        candidate: dict[str, Any] = {"share": share, "head_flops_removed": removal}
+        candidate: dict[str, Any] = {"head_share": share, "head_flops_removed": removal, "ffn": method}
         try:
-            compress_ffns(trial, ffn_sites, config, batches, flop_input, scope_before, run, "pruning_heads")
+            compress_ffns(trial, ffn_sites, config, method, batches, flop_input, scope_before, run, "pruning_heads")
             candidate["divergence"] = fidelity(trial.model, probe, teachers)["divergence"]
         except BudgetError as error:
             candidate["infeasible"] = str(error)
         candidates.append(candidate)
-        run.emit("pruning_heads", (index + 1) / (len(HEAD_SHARES) + 1), f"planner tried head share {share}")
+        run.emit("pruning_heads", (index + 1) / (len(trials) + 1), f"planner trial {index + 1}/{len(trials)}")
     feasible = [c for c in candidates if "divergence" in c]
     if not feasible:
-        return even_removal, candidates
+        return even_removal, ffn_methods[0], candidates
     best = min(feasible, key=lambda c: c["divergence"])
     best["chosen"] = True
-    return float(best["head_flops_removed"]), candidates
+    return float(best["head_flops_removed"]), str(best["ffn"]), candidates

@@ -23,7 +23,9 @@ from infoprune_core.flops import FlopCount, count_flops, parameter_count_by_part
 from infoprune_core.gates import GateSettings, train_gates
 from infoprune_core.head_selection import head_flops, select_heads
 from infoprune_core.head_stage import (
-    choose_head_removal,
+    AUTO_FFN_METHODS,
+    DEFAULT_FFN,
+    choose_plan,
     head_profile,
     head_removal_target,
     head_scores,
@@ -134,22 +136,27 @@ def compress(
     heads_report: dict[str, Any] = {"method": config.heads, "layers": profile}
     with run.stage("pruning_heads", f"head method {config.heads}"):
         removal = head_removal_target(config, attention_prunable, ffn_dense, scope_before)
-        if config.heads != "none" and attention_sites and removal > 0:
-            scores = head_scores(config.heads, loaded, attention_sites, stats, calibration_batches, config.seed)
-            if config.plan_search and config.target_flops_ratio is not None and config.ffn != "none" and ffn_sites:
-                removal, heads_report["planner"] = choose_head_removal(
-                    loaded,
-                    attention_sites,
-                    ffn_sites,
-                    scores,
-                    per_head,
-                    removal,
-                    config,
-                    calibration_batches,
-                    flop_input,
-                    scope_before,
-                    run,
-                )
+        prune = config.heads != "none" and bool(attention_sites) and removal > 0
+        scores = (
+            head_scores(config.heads, loaded, attention_sites, stats, calibration_batches, config.seed) if prune else {}
+        )
+        ffn_method = DEFAULT_FFN if config.ffn == "auto" else config.ffn
+        if config.plan_search and config.target_flops_ratio is not None and config.ffn != "none" and ffn_sites:
+            removal, ffn_method, heads_report["planner"] = choose_plan(
+                loaded,
+                attention_sites if prune else [],
+                ffn_sites,
+                scores,
+                per_head,
+                removal if prune else 0.0,
+                AUTO_FFN_METHODS if config.ffn == "auto" else (config.ffn,),
+                config,
+                calibration_batches,
+                flop_input,
+                scope_before,
+                run,
+            )
+        if prune:
             if config.heads == "infoprune":
                 scores = train_gates(
                     model,
@@ -178,8 +185,10 @@ def compress(
         "ffn_rank": {},
     }
 
-    with run.stage("compressing_ffn", f"FFN method {config.ffn}"):
-        ffn_report = compress_ffns(loaded, ffn_sites, config, calibration_batches, flop_input, scope_before, run)
+    with run.stage("compressing_ffn", f"FFN method {ffn_method}"):
+        ffn_report = compress_ffns(
+            loaded, ffn_sites, config, ffn_method, calibration_batches, flop_input, scope_before, run
+        )
         structure["ffn_width"] = ffn_report.pop("widths")
         structure["ffn_rank"] = ffn_report.pop("ranks")
 
@@ -189,7 +198,7 @@ def compress(
     if config.target_flops_ratio is not None and achieved > config.target_flops_ratio + BUDGET_TOLERANCE:
         raise BudgetError(
             f"the budget {config.target_flops_ratio:.2f} cannot be met with heads={config.heads}, "
-            f"ffn={config.ffn}: the closest reachable is {achieved:.3f} of the scope's FLOPs"
+            f"ffn={ffn_method}: the closest reachable is {achieved:.3f} of the scope's FLOPs"
         )
 
     with run.stage("evaluating", "measuring the compressed model"):

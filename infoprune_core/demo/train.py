@@ -120,9 +120,7 @@ def optimise(
             running = 0.0
 
 
-def pretrain_vision(
-    model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace
-) -> None:
+def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace) -> None:
     """Stage 1: train the vision tower and projector to expose every attribute to a linear probe.
 
     The answer loss alone reaches the image only through diffuse attention and learns slowly;
@@ -141,9 +139,7 @@ def pretrain_vision(
     optimise([*parameters, *probe.parameters()], losses(), args.vision_steps, args, "vision")
 
 
-def train_answers(
-    model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace
-) -> None:
+def train_answers(model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace) -> None:
     """Stage 2: the whole model, cross-entropy of the answer token at the last prompt position."""
     stream = generate(TRAIN_SEED)
 

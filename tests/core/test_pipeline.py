@@ -49,6 +49,10 @@ def test_compress_meets_budget_and_round_trips(family: str, model_dirs, shapes_s
     assert report["params"]["after"]["total"] < report["params"]["before"]["total"]
     assert {e.stage for e in events} >= {"loading", "profiling", "pruning_heads", "compressing_ffn", "saving"}
     assert report["heads"]["layers"], "per-layer head profile is reported"
+    planner = report["heads"]["planner"]
+    chosen = [c for c in planner if c.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["ffn"] == report["ffn"]["method"] in ("whitened_svd", "width")
+    assert chosen[0]["divergence"] == min(c["divergence"] for c in planner if "divergence" in c)
     assert report["latency"]["measured"] and report["latency"]["after"]["median_ms"] > 0
 
     # The artifact: safetensors + manifest, no pickle, and it reloads to the very same function.
