@@ -39,6 +39,11 @@ class ProgressBar:
         self.bar.close()
 
 
+def _default(field: str) -> Any:
+    """The library's default, so the CLI and `CompressionConfig` never disagree."""
+    return CompressionConfig.model_fields[field].default
+
+
 def _scope(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -48,14 +53,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scope",
         type=_scope,
-        default=("vision", "language"),
+        default=_default("scope"),
         help="parts to compress: vision, language, or vision,language (default)",
     )
     parser.add_argument("--calibration", help="folder of images or JSONL of {image, text} (default: shipped set)")
-    parser.add_argument("--calibration-samples", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (LAPACK is slow when contended)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--calibration-samples", type=int, default=_default("calibration_samples"))
+    parser.add_argument("--batch-size", type=int, default=_default("batch_size"))
+    parser.add_argument("--threads", type=int, default=_default("threads"), help="torch threads (LAPACK is slow when contended)")
+    parser.add_argument("--device", default=_default("device"))
     parser.add_argument(
         "--validate-scores",
         action="store_true",
@@ -74,21 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--target-flops", type=float, help="fraction of the scope's FLOPs to keep, e.g. 0.5")
     compress.add_argument("--head-keep-ratio", type=float, help="explicit: fraction of head FLOPs to keep")
     compress.add_argument("--ffn-epsilon", type=float, help="explicit: KS/energy loss allowed per FFN matrix")
-    compress.add_argument("--heads", choices=HEAD_METHODS, default="infoprune")
-    compress.add_argument("--ffn", choices=FFN_METHODS, default="auto")
+    compress.add_argument("--heads", choices=HEAD_METHODS, default=_default("heads"))
+    compress.add_argument("--ffn", choices=FFN_METHODS, default=_default("ffn"))
     compress.add_argument("--eval", dest="eval_set", help="JSONL with answers/labels to measure accuracy")
-    compress.add_argument("--gate-steps", type=int, default=150)
-    compress.add_argument("--recovery-steps", type=int, default=100, help="distillation steps (0: none)")
+    compress.add_argument("--gate-steps", type=int, default=_default("gate_steps"))
+    compress.add_argument("--recovery-steps", type=int, default=_default("recovery_steps"), help="distillation steps (0: none)")
     compress.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     compress.set_defaults(func=run_compress)
 
     demo = commands.add_parser("demo", help="compress the shipped demo VLM and report held-out accuracy")
     demo.add_argument("--target-flops", type=float, default=0.5)
     demo.add_argument("--output", "-o", type=Path, help="artifact directory (default: out/demo-<target>-<time>)")
-    demo.add_argument("--heads", choices=HEAD_METHODS, default="infoprune")
-    demo.add_argument("--ffn", choices=FFN_METHODS, default="auto")
-    demo.add_argument("--recovery-steps", type=int, default=100)
-    demo.add_argument("--threads", type=int, default=1)
+    demo.add_argument("--heads", choices=HEAD_METHODS, default=_default("heads"))
+    demo.add_argument("--ffn", choices=FFN_METHODS, default=_default("ffn"))
+    demo.add_argument("--recovery-steps", type=int, default=_default("recovery_steps"))
+    demo.add_argument("--threads", type=int, default=_default("threads"))
     demo.add_argument("--json", dest="json_path", type=Path)
     demo.set_defaults(func=run_demo)
 

@@ -31,13 +31,13 @@ class CompressionConfig(BaseModel):
     ffn: FFNMethod = "auto"  # auto: the planner picks whitened_svd or width, whichever loses less
     calibration: str | None = None
     eval_set: str | None = None
-    calibration_samples: int = Field(default=64, ge=1, le=100_000)
+    calibration_samples: int = Field(default=128, ge=1, le=100_000)
     held_out_samples: int = Field(default=16, ge=1, le=10_000)
     batch_size: int = Field(default=8, ge=1, le=1024)
     max_text_tokens: int = Field(default=64, ge=4, le=8192)
     gate_steps: int = Field(default=150, ge=0, le=100_000)
-    recovery_steps: int = Field(default=100, ge=0, le=100_000)
-    recovery_learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+    recovery_steps: int = Field(default=200, ge=0, le=100_000)
+    recovery_learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0)
     validate_scores: bool = False
     plan_search: bool = True  # try a few head/FFN splits of the budget and keep the least damaging
     latency_batch: int = Field(default=32, ge=1, le=1024)
