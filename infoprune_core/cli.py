@@ -59,7 +59,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", help="folder of images or JSONL of {image, text} (default: shipped set)")
     parser.add_argument("--calibration-samples", type=int, default=_default("calibration_samples"))
     parser.add_argument("--batch-size", type=int, default=_default("batch_size"))
-    parser.add_argument("--threads", type=int, default=_default("threads"), help="torch threads (LAPACK is slow when contended)")
+    parser.add_argument(
+        "--threads", type=int, default=_default("threads"), help="torch threads (LAPACK is slow when contended)"
+    )
     parser.add_argument("--device", default=_default("device"))
     parser.add_argument(
         "--validate-scores",
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--ffn", choices=FFN_METHODS, default=_default("ffn"))
     compress.add_argument("--eval", dest="eval_set", help="JSONL with answers/labels to measure accuracy")
     compress.add_argument("--gate-steps", type=int, default=_default("gate_steps"))
-    compress.add_argument("--recovery-steps", type=int, default=_default("recovery_steps"), help="distillation steps (0: none)")
+    compress.add_argument(
+        "--recovery-steps", type=int, default=_default("recovery_steps"), help="distillation steps (0: none)"
+    )
     compress.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     compress.set_defaults(func=run_compress)
 
