@@ -1,0 +1,168 @@
+"""Worker-side job control through a lease in the database (the job row is the source of truth).
+
+A worker runs a job only after :func:`claim` wins a conditional UPDATE; it renews the lease while it
+works and writes results only while it still holds it. A redelivered message for a finished job, or for
+a job whose lease is alive elsewhere, claims nothing. A dead worker's lease expires and
+:func:`requeue_expired` hands the job back to the queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from infoprune_jobs.models import Artifact, Job, JobEvent, utcnow
+from infoprune_jobs.states import ACTIVE, TERMINAL, JobStatus
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    tenant_id: str
+    owner: str
+    attempt: int
+    source: str
+    config: dict[str, Any]
+    device_class: str
+    webhook_url: str | None
+
+
+def _event(session: Session, job: Job, kind: str, message: str = "") -> None:
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            tenant_id=job.tenant_id,
+            kind=kind,
+            status=job.status,
+            stage=job.stage,
+            progress=job.progress,
+            message=message,
+        )
+    )
+
+
+def claim(session: Session, job_id: str, owner: str, ttl_s: float) -> Claim | None:
+    """Take the job if it is queued (or running under an expired lease). None: nothing to do."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            or_(
+                Job.status == JobStatus.QUEUED.value,
+                (Job.status == JobStatus.RUNNING.value) & (Job.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status=JobStatus.RUNNING.value,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=ttl_s),
+            attempts=Job.attempts + 1,
+            started_at=now,
+            stage="loading",
+            progress=0.0,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    _event(session, job, "status", f"started (attempt {job.attempts}, worker {owner})")
+    return Claim(
+        job.id,
+        job.tenant_id,
+        owner,
+        job.attempts,
+        job.source,
+        dict(job.config),
+        job.device_class,
+        job.webhook_url,
+    )
+
+
+def renew(session: Session, job_id: str, owner: str, ttl_s: float) -> JobStatus | None:
+    """Extend the lease; returns the job's status, or None when the lease is no longer ours."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status.in_([s.value for s in ACTIVE]))
+        .values(lease_expires_at=now + timedelta(seconds=ttl_s))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    return JobStatus(status) if status is not None else None
+
+
+def record_progress(
+    session: Session, job_id: str, owner: str, stage: str, progress: float, message: str, kind: str
+) -> JobStatus | None:
+    """Write stage/progress (and an event) if we still hold the lease; returns the status or None (lost)."""
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None or job.lease_owner != owner or JobStatus(job.status) not in ACTIVE:
+        return None
+    job.stage, job.progress = stage, progress
+    _event(session, job, kind, message)
+    return JobStatus(job.status)
+
+
+def finish(
+    session: Session,
+    job_id: str,
+    owner: str,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    report: dict[str, Any] | None = None,
+    artifacts: list[Artifact] | None = None,
+) -> bool:
+    """Record the outcome once, only while holding the lease. False: someone else owns the job now."""
+    assert status in TERMINAL
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None or job.lease_owner != owner or JobStatus(job.status) not in ACTIVE:
+        return False
+    now = utcnow()
+    job.status, job.error, job.finished_at = status.value, error, now
+    job.lease_owner, job.lease_expires_at = None, None
+    if status is JobStatus.SUCCEEDED:
+        job.report, job.stage, job.progress = report, "done", 1.0
+        for artifact in artifacts or []:
+            session.add(artifact)
+    _event(session, job, "status", error or status.value)
+    return True
+
+
+def requeue_expired(session: Session, max_attempts: int = 3) -> list[tuple[str, str]]:
+    """Jobs whose worker died: running -> queued (to be dispatched again), cancelling -> cancelled.
+
+    A job that already lost ``max_attempts`` workers (say, it kills them by running out of memory)
+    fails instead of going round forever. Returns (job id, device class) of the jobs to dispatch again.
+    """
+    now = utcnow()
+    stmt = select(Job).where(Job.status.in_([s.value for s in ACTIVE]), Job.lease_expires_at < now)
+    requeued: list[tuple[str, str]] = []
+    for job in session.scalars(stmt.with_for_update(skip_locked=True)).all():
+        if job.status == JobStatus.CANCELLING.value:
+            job.status, job.finished_at = JobStatus.CANCELLED.value, now
+            message = "cancelled (worker lost)"
+        elif job.attempts >= max_attempts:
+            job.status, job.finished_at = JobStatus.FAILED.value, now
+            job.error = message = f"gave up: the worker running this job was lost {job.attempts} times"
+        else:
+            job.status = JobStatus.QUEUED.value
+            requeued.append((job.id, job.device_class))
+            message = f"worker {job.lease_owner} lost; requeued"
+        job.lease_owner, job.lease_expires_at = None, None
+        _event(session, job, "status", message)
+    return requeued
+
+
+def get_job(session: Session, job_id: str) -> Job | None:
+    return session.get(Job, job_id, populate_existing=True)

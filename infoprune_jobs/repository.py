@@ -1,0 +1,148 @@
+"""Tenant-scoped data access for the API. Every query passes through :meth:`TenantRepository.scoped`.
+
+Repositories never commit: the request (or task) boundary owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.orm import Session
+
+from infoprune_jobs.models import ApiKey, Artifact, Job, JobEvent, Tenant, UploadedModel, utcnow
+from infoprune_jobs.security import key_matches, key_prefix, new_api_key, new_webhook_secret
+from infoprune_jobs.states import JobStatus, check_transition
+
+T = TypeVar("T", bound=Any)
+Scoped = Job | JobEvent | Artifact | UploadedModel
+
+
+class TenantRepository:
+    """All reads and writes a tenant's API key may perform."""
+
+    def __init__(self, session: Session, tenant_id: str) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+
+    def scoped(self, stmt: Select[T], model: type[Scoped]) -> Select[T]:
+        """The one place tenancy is enforced: restrict ``stmt`` to this tenant's rows of ``model``."""
+        return stmt.where(model.tenant_id == self.tenant_id)
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def get_job(self, job_id: str, *, for_update: bool = False) -> Job | None:
+        stmt = self.scoped(select(Job), Job).where(Job.id == job_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def job_by_idempotency_key(self, key: str) -> Job | None:
+        stmt = self.scoped(select(Job), Job).where(Job.idempotency_key == key)
+        return self.session.scalars(stmt).one_or_none()
+
+    def list_jobs(self, *, status: str | None, before: str | None, limit: int) -> Sequence[Job]:
+        """Newest first; ``before`` is the id of the last job of the previous page (ids sort by time)."""
+        stmt = self.scoped(select(Job), Job)
+        if status is not None:
+            stmt = stmt.where(Job.status == status)
+        if before is not None:
+            stmt = stmt.where(Job.id < before)
+        return self.session.scalars(stmt.order_by(Job.id.desc()).limit(limit)).all()
+
+    def add_job(self, **fields: Any) -> Job:
+        job = Job(tenant_id=self.tenant_id, **fields)
+        self.session.add(job)
+        self.session.flush()
+        self.add_event(job, "status", "job created")
+        return job
+
+    def withdraw_job(self, job: Job) -> None:
+        """Delete a job that could not be enqueued (and its events), as if it was never submitted."""
+        self.session.execute(delete(JobEvent).where(JobEvent.job_id == job.id, JobEvent.tenant_id == self.tenant_id))
+        self.session.delete(job)
+        self.session.flush()
+
+    def request_cancel(self, job: Job) -> Job:
+        """queued -> cancelled at once; running -> cancelling (the worker stops at its next tick)."""
+        current = JobStatus(job.status)
+        if current is JobStatus.CANCELLING:
+            return job
+        target = JobStatus.CANCELLED if current is JobStatus.QUEUED else JobStatus.CANCELLING
+        check_transition(current, target)
+        job.status = target.value
+        if target is JobStatus.CANCELLED:
+            job.finished_at = utcnow()
+        self.add_event(job, "status", "cancellation requested")
+        return job
+
+    # -- events -------------------------------------------------------------------------------
+    def add_event(self, job: Job, kind: str, message: str = "") -> JobEvent:
+        event = JobEvent(
+            job_id=job.id,
+            tenant_id=self.tenant_id,
+            kind=kind,
+            status=job.status,
+            stage=job.stage,
+            progress=job.progress,
+            message=message,
+        )
+        self.session.add(event)
+        self.session.flush()
+        return event
+
+    def list_events(self, job_id: str, *, after: int, limit: int) -> Sequence[JobEvent]:
+        stmt = self.scoped(select(JobEvent), JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
+        return self.session.scalars(stmt.order_by(JobEvent.id).limit(limit)).all()
+
+    # -- artifacts and uploads ----------------------------------------------------------------
+    def list_artifacts(self, job_id: str) -> Sequence[Artifact]:
+        stmt = self.scoped(select(Artifact), Artifact).where(Artifact.job_id == job_id)
+        return self.session.scalars(stmt.order_by(Artifact.name)).all()
+
+    def get_uploaded_model(self, model_id: str) -> UploadedModel | None:
+        stmt = self.scoped(select(UploadedModel), UploadedModel).where(UploadedModel.id == model_id)
+        return self.session.scalars(stmt).one_or_none()
+
+    def add_uploaded_model(self, **fields: Any) -> UploadedModel:
+        model = UploadedModel(tenant_id=self.tenant_id, **fields)
+        self.session.add(model)
+        self.session.flush()
+        return model
+
+
+class TenantAdmin:
+    """Operator actions (CLI): tenants and API keys. Not reachable over HTTP."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get_or_create_tenant(self, name: str) -> tuple[Tenant, bool]:
+        tenant = self.session.scalars(select(Tenant).where(Tenant.name == name)).one_or_none()
+        if tenant is not None:
+            return tenant, False
+        tenant = Tenant(name=name, webhook_secret=new_webhook_secret())
+        self.session.add(tenant)
+        self.session.flush()
+        return tenant, True
+
+    def create_key(self, tenant: Tenant) -> str:
+        """Create an API key; the returned plain key is never stored and cannot be shown again."""
+        key, prefix, digest = new_api_key()
+        self.session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=digest))
+        self.session.flush()
+        return key
+
+    def revoke_key(self, prefix: str) -> bool:
+        api_key = self.session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+        if api_key is None or api_key.revoked_at is not None:
+            return False
+        api_key.revoked_at = utcnow()
+        return True
+
+    def authenticate(self, key: str) -> str | None:
+        """Tenant id of a valid, unrevoked key, else None."""
+        api_key = self.session.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix(key))).one_or_none()
+        if api_key is None or api_key.revoked_at is not None or not key_matches(key, api_key.key_hash):
+            return None
+        return api_key.tenant_id

@@ -1,0 +1,188 @@
+"""The job runner with the real core pipeline on a tiny model: success with artifacts, user errors,
+cancellation, duplicate delivery, a dead worker's job finished exactly once, signed webhooks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from infoprune_jobs import leases
+from infoprune_jobs.db import transaction
+from infoprune_jobs.models import Artifact, Job, JobEvent, Tenant, utcnow
+from infoprune_jobs.states import JobStatus
+from tests.worker.conftest import Submit
+from worker.heartbeat import Heartbeat, JobCancelled, LeaseLost
+from worker.progress import ProgressWriter
+from worker.runner import RunnerContext, run_job
+
+
+def _job(ctx: RunnerContext, job_id: str) -> Job:
+    with ctx.sessions() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def _events(ctx: RunnerContext, job_id: str) -> list[JobEvent]:
+    with ctx.sessions() as s:
+        return list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+
+def test_job_succeeds_with_artifacts_report_and_stage_events(
+    runner_ctx: RunnerContext, submit: Submit, tmp_path: Path
+) -> None:
+    from infoprune_core import load_compressed
+
+    job_id = submit()
+    assert run_job(runner_ctx, job_id) == "succeeded"
+    job = _job(runner_ctx, job_id)
+    assert (job.status, job.stage, job.progress, job.attempts, job.error) == ("succeeded", "done", 1.0, 1, None)
+    assert job.report and job.lease_owner is None
+    stages = [e.stage for e in _events(runner_ctx, job_id) if e.kind == "stage"]
+    assert stages[0] == "loading" and "pruning_heads" in stages and stages[-1] == "uploading"
+    with runner_ctx.sessions() as s:
+        artifacts = {a.name: a for a in s.scalars(select(Artifact).where(Artifact.job_id == job_id))}
+    assert {"config.json", "model.safetensors", "infoprune.json"} <= set(artifacts)
+    out = tmp_path / "download"
+    out.mkdir()
+    for name, artifact in artifacts.items():
+        data = runner_ctx.storage.get_bytes(artifact.storage_key)
+        assert hashlib.sha256(data).hexdigest() == artifact.sha256 and len(data) == artifact.size
+        (out / name).write_bytes(data)
+    assert load_compressed(out) is not None
+    # a redelivered message for the finished job does nothing
+    assert run_job(runner_ctx, job_id) == "skipped"
+    assert _job(runner_ctx, job_id).attempts == 1
+    assert sum(e.status == "succeeded" and e.kind == "status" for e in _events(runner_ctx, job_id)) == 1
+
+
+def test_bad_model_fails_with_the_core_message(runner_ctx: RunnerContext, submit: Submit, tmp_path: Path) -> None:
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "config.json").write_text("{}")
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"x")
+    job_id = submit(source=str(tmp_path / "pickled"))
+    assert run_job(runner_ctx, job_id) == "failed"
+    assert "pickle" in (_job(runner_ctx, job_id).error or "")
+    bad_cfg = submit(target_flops_ratio=0.5, head_keep_ratio=0.5)
+    assert run_job(runner_ctx, bad_cfg) == "failed"
+    assert "invalid job" in (_job(runner_ctx, bad_cfg).error or "")
+
+
+class _Event:
+    def __init__(self, stage: str, fraction: float = 0.0, message: str = "") -> None:
+        self.stage, self.fraction, self.message = stage, fraction, message
+        self.overall = 0.1
+
+
+def test_progress_tick_stops_a_cancelled_job_and_a_lost_lease(runner_ctx: RunnerContext, submit: Submit) -> None:
+    job_id = submit()
+    with transaction(runner_ctx.sessions) as s:
+        assert leases.claim(s, job_id, "me", 30)
+    hb = Heartbeat(runner_ctx.sessions, job_id, "me", 30)
+    writer = ProgressWriter(runner_ctx.sessions, hb, min_interval_s=0)
+    writer(_Event("profiling"))
+    with transaction(runner_ctx.sessions) as s:
+        s.get(Job, job_id).status = JobStatus.CANCELLING.value  # type: ignore[union-attr]
+    try:
+        writer(_Event("profiling", 0.5))
+        raise AssertionError("cancellation not noticed")
+    except JobCancelled:
+        pass
+    hb2 = Heartbeat(runner_ctx.sessions, job_id, "someone-else", 30)
+    try:
+        ProgressWriter(runner_ctx.sessions, hb2, min_interval_s=0)(_Event("profiling"))
+        raise AssertionError("lost lease not noticed")
+    except LeaseLost:
+        pass
+
+
+def test_cancel_while_running_ends_cancelled(runner_ctx: RunnerContext, submit: Submit) -> None:
+    job_id = submit(gate_steps=100_000)  # long enough to be caught running
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(run_job(runner_ctx, job_id)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while _job(runner_ctx, job_id).stage not in ("pruning_heads", "compressing_ffn"):
+        assert time.monotonic() < deadline and thread.is_alive(), _job(runner_ctx, job_id).status
+        time.sleep(0.05)
+    with transaction(runner_ctx.sessions) as s:
+        s.get(Job, job_id).status = JobStatus.CANCELLING.value  # type: ignore[union-attr]
+    thread.join(60)
+    assert result == ["cancelled"]
+    job = _job(runner_ctx, job_id)
+    assert job.status == "cancelled" and job.lease_owner is None and job.report is None
+
+
+def test_dead_workers_job_is_requeued_and_finishes_exactly_once(runner_ctx: RunnerContext, submit: Submit) -> None:
+    job_id = submit()
+    with transaction(runner_ctx.sessions) as s:  # a worker claims the job, writes progress, then dies
+        assert leases.claim(s, job_id, "dead-worker", 30)
+    with transaction(runner_ctx.sessions) as s:
+        leases.record_progress(s, job_id, "dead-worker", "profiling", 0.2, "half way", "stage")
+    assert run_job(runner_ctx, job_id) == "skipped"  # redelivered while the lease is alive: not run twice
+    with transaction(runner_ctx.sessions) as s:
+        s.get(Job, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)  # type: ignore[union-attr]
+    with transaction(runner_ctx.sessions) as s:
+        assert leases.requeue_expired(s) == [(job_id, "cpu")]
+    assert run_job(runner_ctx, job_id) == "succeeded"
+    assert run_job(runner_ctx, job_id) == "skipped"
+    job = _job(runner_ctx, job_id)
+    assert (job.status, job.attempts) == ("succeeded", 2)
+    messages = [e.message for e in _events(runner_ctx, job_id)]
+    assert "half way" in messages and any("requeued" in m for m in messages)
+    assert sum(e.kind == "status" and e.status == "succeeded" for e in _events(runner_ctx, job_id)) == 1
+
+
+def test_completion_webhook_is_signed(runner_ctx: RunnerContext, submit: Submit) -> None:
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        job_id = submit(webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
+        assert run_job(runner_ctx, job_id) == "succeeded"
+    finally:
+        server.shutdown()
+    ((headers, body),) = received
+    with runner_ctx.sessions() as s:
+        secret = s.scalars(select(Tenant.webhook_secret)).one()
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(
+        hmac.new(base64.b64decode(secret.removeprefix("whsec_")), signed, hashlib.sha256).digest()
+    ).decode()
+    assert headers["webhook-signature"] == f"v1,{expected}"
+    payload = json.loads(body)
+    assert payload["type"] == "job.succeeded" and payload["data"]["id"] == job_id
+    assert _events(runner_ctx, job_id)[-1].kind == "webhook"
+
+
+def test_reports_are_made_json_safe_for_every_database() -> None:
+    import numpy as np
+    import torch
+
+    from worker.runner import json_safe
+
+    report = {"kl": float("nan"), "ranks": (1, float("inf")), "cos": np.float32(0.5), "t": torch.tensor(2.0),
+              "path": Path("/x"), 3: True}
+    assert json_safe(report) == {"kl": None, "ranks": [1, None], "cos": 0.5, "t": 2.0, "path": "/x", "3": True}
+    json.dumps(json_safe(report), allow_nan=False)

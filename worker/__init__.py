@@ -1,0 +1,1 @@
+"""InfoPrune worker: turns a job row into a call of the core pipeline (Celery or in-process)."""
