@@ -77,6 +77,39 @@ class ModelAdapter(ABC):
         return best[1]
 
 
+class StackAdapter(ModelAdapter):
+    """An adapter for a model that is one stack of layers, described by the names of its projections.
+
+    Subclasses set `part`, `projections` (q, k, v, o paths relative to the attention module) and the
+    FFN's input and output linears; `stack_root` narrows the search (e.g. to a vision encoder).
+    """
+
+    part: Part = "language"
+    projections: tuple[str, str, str, str] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    ffn_inputs: tuple[str, ...] = ()
+    ffn_output: str = ""
+
+    def stack_root(self, model: nn.Module, root: str) -> str:
+        return root
+
+    def sites_under(self, model: nn.Module, root: str, part: Part) -> tuple[list[AttentionSite], list[FFNSite]]:
+        """Attention and FFN sites of this family found under the module path `root`."""
+        stack = self.stack_root(model, root)
+        return (
+            find_attention_sites(model, stack, part, self.projections),
+            find_ffn_sites(model, stack, part, self.ffn_inputs, self.ffn_output),
+        )
+
+    def part_prefixes(self, model: nn.Module) -> dict[str, Part]:
+        return {"": self.part}
+
+    def attention_sites(self, model: nn.Module) -> list[AttentionSite]:
+        return self.sites_under(model, "", self.part)[0]
+
+    def ffn_sites(self, model: nn.Module) -> list[FFNSite]:
+        return self.sites_under(model, "", self.part)[1]
+
+
 def iter_named(model: nn.Module, root: str) -> Iterator[tuple[str, nn.Module]]:
     """Named submodules under `root` (a module path, "" for the model), with full paths."""
     base = model.get_submodule(root) if root else model

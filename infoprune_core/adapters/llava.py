@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, Part
-from infoprune_core.adapters.clip import clip_sites
-from infoprune_core.adapters.llama import llama_sites
+from infoprune_core.adapters.clip import ClipVisionAdapter
+from infoprune_core.adapters.llama import LlamaAdapter
 
 
 def _module_path(model: nn.Module, suffix: str) -> str:
@@ -33,10 +33,14 @@ class LlavaAdapter(ModelAdapter):
         # The language model, embeddings and lm_head are everything that is not vision or projector.
         return {"": "language", vision: "vision", projector: "projector"}
 
-    def attention_sites(self, model: nn.Module) -> list[AttentionSite]:
+    def _sites(self, model: nn.Module) -> tuple[list[AttentionSite], list[FFNSite]]:
         vision, _, language = self._paths(model)
-        return clip_sites(model, vision, "vision")[0] + llama_sites(model, language, "language")[0]
+        vision_attention, vision_ffn = ClipVisionAdapter().sites_under(model, vision, "vision")
+        language_attention, language_ffn = LlamaAdapter().sites_under(model, language, "language")
+        return vision_attention + language_attention, vision_ffn + language_ffn
+
+    def attention_sites(self, model: nn.Module) -> list[AttentionSite]:
+        return self._sites(model)[0]
 
     def ffn_sites(self, model: nn.Module) -> list[FFNSite]:
-        vision, _, language = self._paths(model)
-        return clip_sites(model, vision, "vision")[1] + llama_sites(model, language, "language")[1]
+        return self._sites(model)[1]
