@@ -32,6 +32,7 @@ INTERMEDIATE_SIZE = 768
 NUM_LAYERS = 4
 NUM_HEADS = 6
 NUM_KV_HEADS = 2
+MAX_POSITIONS = 128  # 1 + 64 image tokens + the longest prompt fit easily
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -48,6 +49,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         unk_token="<unk>",
         pad_token="<pad>",
         padding_side="left",
+        model_max_length=MAX_POSITIONS,
         extra_special_tokens={"image_token": IMAGE_TOKEN},
     )
 
@@ -84,7 +86,7 @@ def build_model(tokenizer: PreTrainedTokenizerFast) -> LlavaForConditionalGenera
         num_hidden_layers=NUM_LAYERS,
         num_attention_heads=NUM_HEADS,
         num_key_value_heads=NUM_KV_HEADS,
-        max_position_embeddings=128,
+        max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -93,7 +95,7 @@ def build_model(tokenizer: PreTrainedTokenizerFast) -> LlavaForConditionalGenera
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_token_index=tokenizer.get_vocab()[IMAGE_TOKEN],
         image_seq_length=NUM_IMAGE_TOKENS,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",

@@ -103,11 +103,11 @@ def _random_shape(rng: np.random.Generator, side: str | None) -> Shape:
 
 
 def _two_shapes(rng: np.random.Generator) -> list[Shape]:
-    first = _random_shape(rng, None)
+    """Two shapes whose bounding boxes are at least 2 pixels apart (redrawn until they are)."""
     while True:
-        second = _random_shape(rng, None)
-        gap = np.hypot(first.cx - second.cx, first.cy - second.cy)
-        if gap > 1.5 * (first.radius + second.radius) + 2:
+        first, second = _random_shape(rng, None), _random_shape(rng, None)
+        reach = first.radius + second.radius + 2
+        if abs(first.cx - second.cx) > reach or abs(first.cy - second.cy) > reach:
             return [first, second]
 
 
@@ -121,6 +121,7 @@ def _background(rng: np.random.Generator) -> np.ndarray:
 
 
 def _draw(image: Image.Image, shape: Shape, rng: np.random.Generator) -> None:
+    """Paint a shape in its colour, jittered a little per channel."""
     jitter = rng.integers(-15, 16, size=3)
     fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLORS[shape.color], jitter, strict=True))
     x, y, r = shape.cx, shape.cy, shape.radius

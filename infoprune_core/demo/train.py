@@ -1,9 +1,11 @@
 """Train the demo VLM from scratch on the shapes task and write the shipped assets.
 
-    python -m infoprune_core.demo.train [--output DIR] [--data-dir DIR] [--steps N]
+    python -m infoprune_core.demo.train [--output DIR] [--data-dir DIR] [--vision-steps N] [--steps N]
 
-Writes the model, tokenizer and processor to `--output` (default `assets/model/`) and the
-calibration and evaluation splits to `--data-dir` (default `assets/`). Deterministic on one thread.
+Stage 1 pre-trains the vision tower with a linear attribute probe; stage 2 trains the projector and
+the language model on the answer token. Writes the model, tokenizer and processor to `--output`
+(default `assets/model/`) and the calibration and evaluation splits to `--data-dir` (default
+`assets/`). Deterministic on one thread.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=ASSETS_DIR / "model", help="model directory")
     parser.add_argument("--data-dir", type=Path, default=ASSETS_DIR, help="parent of calibration/ and eval/")
-    parser.add_argument("--vision-steps", type=int, default=300, help="stage 1: vision tower pre-training")
-    parser.add_argument("--steps", type=int, default=300, help="stage 2: answer training of the whole model")
+    parser.add_argument("--vision-steps", type=int, default=600, help="stage 1: vision tower pre-training")
+    parser.add_argument("--steps", type=int, default=300, help="stage 2: answer training (projector + LM)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=30, help="linear warm-up steps before cosine decay")
@@ -68,7 +70,7 @@ def warmup_cosine(step: int, steps: int, warmup: int) -> float:
 
 
 class AttributeProbe(torch.nn.Module):
-    """Linear read-outs of every question kind from the mean of the projected image features."""
+    """Linear read-outs of every question kind from the vision tower's mean patch feature."""
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
@@ -86,15 +88,10 @@ class AttributeProbe(torch.nn.Module):
         return total
 
 
-def pooled_image_features(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Projected image features as the language model receives them, averaged over patches: [B, hidden]."""
-    config = model.config
-    features = model.model.get_image_features(
-        pixel_values,
-        vision_feature_layer=config.vision_feature_layer,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-    ).pooler_output
-    return torch.stack(features).mean(1)
+def pooled_vision_features(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The vision features the projector receives (patch tokens, no CLS), averaged: [B, hidden]."""
+    outputs = model.model.vision_tower(pixel_values, output_hidden_states=True)
+    return outputs.hidden_states[model.config.vision_feature_layer][:, 1:].mean(1)
 
 
 def optimise(
@@ -121,26 +118,29 @@ def optimise(
 
 
 def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace) -> None:
-    """Stage 1: train the vision tower and projector to expose every attribute to a linear probe.
+    """Stage 1: train the vision tower to expose every attribute to a linear probe.
 
     The answer loss alone reaches the image only through diffuse attention and learns slowly;
     this stage plays the role of the pretrained CLIP in a real LLaVA. The probe is discarded.
     """
-    probe = AttributeProbe(model.config.text_config.hidden_size)
+    probe = AttributeProbe(model.model.vision_tower.config.hidden_size)
     scenes = generate_scenes(VISION_PRETRAIN_SEED)
 
     def losses() -> Iterator[torch.Tensor]:
         while True:
             batch = [next(scenes) for _ in range(args.batch_size)]
             pixels = processor.image_processor([s.image for s in batch], return_tensors="pt")["pixel_values"]
-            yield probe.loss(pooled_image_features(model, pixels), batch)
+            yield probe.loss(pooled_vision_features(model, pixels), batch)
 
-    parameters = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
-    optimise([*parameters, *probe.parameters()], losses(), args.vision_steps, args, "vision")
+    parameters = [*model.model.vision_tower.parameters(), *probe.parameters()]
+    optimise(parameters, losses(), args.vision_steps, args, "vision")
 
 
 def train_answers(model: LlavaForConditionalGeneration, processor: LlavaProcessor, args: argparse.Namespace) -> None:
-    """Stage 2: the whole model, cross-entropy of the answer token at the last prompt position."""
+    """Stage 2: projector and language model (vision tower frozen), cross-entropy of the answer token.
+
+    Training the vision tower on the answer loss too erased much of its shape information.
+    """
     stream = generate(TRAIN_SEED)
 
     def losses() -> Iterator[torch.Tensor]:
@@ -148,7 +148,11 @@ def train_answers(model: LlavaForConditionalGeneration, processor: LlavaProcesso
             batch = [next(stream) for _ in range(args.batch_size)]
             yield cross_entropy(answer_logits(model, encode(processor, batch)), answer_ids(processor, batch))
 
-    optimise(list(model.parameters()), losses(), args.steps, args, "answer")
+    vision = model.model.vision_tower
+    vision.requires_grad_(False)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimise(parameters, losses(), args.steps, args, "answer")
+    vision.requires_grad_(True)
 
 
 def save_model(model: LlavaForConditionalGeneration, processor: LlavaProcessor, output: Path) -> None:
