@@ -12,7 +12,7 @@ import torch
 from infoprune_core.adapters.base import AttentionSite, FFNSite
 from infoprune_core.config import CompressionConfig
 from infoprune_core.errors import BudgetError
-from infoprune_core.evaluation import fidelity
+from infoprune_core.evaluation import fidelity, latency
 from infoprune_core.ffn_stage import compress_ffns
 from infoprune_core.head_selection import select_heads
 from infoprune_core.modeling import LoadedModel
@@ -36,6 +36,8 @@ HEAD_SHARES = (0.5, 1.0, 1.5)
 AUTO_FFN_METHODS = ("whitened_svd", "width")
 DEFAULT_FFN = "whitened_svd"  # ffn=auto without a planner search
 PROBE_BATCHES = 2
+# A plan slower than the fastest candidate by more than this does not turn its FLOPs into time.
+LATENCY_SLACK = 1.10
 
 
 def head_scores(
@@ -145,7 +147,8 @@ def choose_plan(
 ) -> tuple[float, str, list[dict[str, Any]]]:
     """Split the cut between heads and FFNs and pick the FFN operator: try a few head shares x FFN
     methods training-free (these scores, then the FFN stage) on copies of the model, and keep the
-    pair whose output moves least on calibration batches."""
+    one whose output moves least on calibration batches among those whose measured latency is
+    within LATENCY_SLACK of the fastest (at equal FLOPs, thin factorised matmuls can run slower)."""
     probe = list(batches[:PROBE_BATCHES])
     teachers = teacher_outputs(loaded.model, probe)
     ceiling = max_head_removal(sites, per_head)
@@ -166,6 +169,7 @@ def choose_plan(
         try:
             compress_ffns(trial, ffn_sites, config, method, batches, flop_input, scope_before, run, "pruning_heads")
             candidate["divergence"] = fidelity(trial.model, probe, teachers)["divergence"]
+            candidate["latency_ms"] = latency(trial.model, probe[0], repeats=3, warmup=1)["median_ms"]
         except BudgetError as error:
             candidate["infeasible"] = str(error)
         candidates.append(candidate)
@@ -173,6 +177,8 @@ def choose_plan(
     feasible = [c for c in candidates if "divergence" in c]
     if not feasible:
         return even_removal, ffn_methods[0], candidates
-    best = min(feasible, key=lambda c: c["divergence"])
+    fastest = min(c["latency_ms"] for c in feasible)
+    fast_enough = [c for c in feasible if c["latency_ms"] <= LATENCY_SLACK * fastest]
+    best = min(fast_enough, key=lambda c: c["divergence"])
     best["chosen"] = True
     return float(best["head_flops_removed"]), str(best["ffn"]), candidates
