@@ -36,8 +36,9 @@ HEAD_SHARES = (0.5, 1.0, 1.5)
 AUTO_FFN_METHODS = ("whitened_svd", "width")
 DEFAULT_FFN = "whitened_svd"  # ffn=auto without a planner search
 PROBE_BATCHES = 2
-# A plan slower than the fastest candidate by more than this does not turn its FLOPs into time.
-LATENCY_SLACK = 1.10
+# An FFN operator slower than another at the same head share by more than this does not turn its
+# FLOPs into time (thin factorised matmuls run slower than their FLOPs say).
+LATENCY_SLACK = 1.05
 
 
 def head_scores(
@@ -147,8 +148,8 @@ def choose_plan(
 ) -> tuple[float, str, list[dict[str, Any]]]:
     """Split the cut between heads and FFNs and pick the FFN operator: try a few head shares x FFN
     methods training-free (these scores, then the FFN stage) on copies of the model, and keep the
-    one whose output moves least on calibration batches among those whose measured latency is
-    within LATENCY_SLACK of the fastest (at equal FLOPs, thin factorised matmuls can run slower)."""
+    one whose output moves least on calibration batches, after dropping every FFN operator that runs
+    slower than another at the same head share by more than LATENCY_SLACK (equal FLOPs, less speed)."""
     probe = list(batches[:PROBE_BATCHES])
     teachers = teacher_outputs(loaded.model, probe)
     ceiling = max_head_removal(sites, per_head)
@@ -177,8 +178,8 @@ def choose_plan(
     feasible = [c for c in candidates if "divergence" in c]
     if not feasible:
         return even_removal, ffn_methods[0], candidates
-    fastest = min(c["latency_ms"] for c in feasible)
-    fast_enough = [c for c in feasible if c["latency_ms"] <= LATENCY_SLACK * fastest]
+    fastest = {share: min(c["latency_ms"] for c in feasible if c["head_share"] == share) for share, _ in removals}
+    fast_enough = [c for c in feasible if c["latency_ms"] <= LATENCY_SLACK * fastest[c["head_share"]]]
     best = min(fast_enough, key=lambda c: c["divergence"])
     best["chosen"] = True
     return float(best["head_flops_removed"]), str(best["ffn"]), candidates

@@ -53,9 +53,13 @@ def test_compress_meets_budget_and_round_trips(family: str, model_dirs, shapes_s
     chosen = [c for c in planner if c.get("chosen")]
     assert len(chosen) == 1 and chosen[0]["ffn"] == report["ffn"]["method"] in ("whitened_svd", "width")
     feasible = [c for c in planner if "divergence" in c]
-    fastest = min(c["latency_ms"] for c in feasible)
-    assert chosen[0]["latency_ms"] <= 1.10 * fastest
-    assert chosen[0]["divergence"] == min(c["divergence"] for c in feasible if c["latency_ms"] <= 1.10 * fastest)
+
+    def fast_enough(candidate: dict) -> bool:
+        same_share = [c["latency_ms"] for c in feasible if c["head_share"] == candidate["head_share"]]
+        return candidate["latency_ms"] <= 1.05 * min(same_share)
+
+    assert fast_enough(chosen[0])
+    assert chosen[0]["divergence"] == min(c["divergence"] for c in feasible if fast_enough(c))
     assert report["latency"]["measured"] and report["latency"]["after"]["median_ms"] > 0
 
     # The artifact: safetensors + manifest, no pickle, and it reloads to the very same function.
