@@ -7,7 +7,7 @@ meet a target, and `apply_plan` edits the model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,7 +20,6 @@ from infoprune_core.spectra import truncation_ks
 from infoprune_core.statistics import CalibrationStats
 from infoprune_core.surgery import factorise_linear, get_linear, prune_ffn_width
 
-LOW_RANK_METHODS = ("whitened_svd", "svd", "uniform")
 
 
 @dataclass
@@ -199,21 +198,3 @@ def apply_plan(
 
 def dense_ffn_flops(sites: Sequence[FFNSite], counts: FlopCount) -> float:
     return sum(counts.modules.get(path, 0.0) for site in sites for path in (*site.inputs, site.output))
-
-
-def summarise(plan: FFNPlan, sites: Sequence[FFNSite], model: nn.Module) -> dict[str, dict[str, int | None]]:
-    """Per FFN site: the rank of each linear (None = dense) or the kept width, for the manifest."""
-    summary: dict[str, dict[str, int | None]] = {}
-    for site in sites:
-        entry: dict[str, int | None] = {}
-        if site.name in plan.widths:
-            entry["width"] = plan.widths[site.name]
-        for path in (*site.inputs, site.output):
-            if path in plan.ranks:
-                entry[path] = plan.ranks[path]
-        summary[site.name] = entry
-    return summary
-
-
-def plan_description(plan: FFNPlan) -> Mapping[str, object]:
-    return {"epsilon": plan.epsilon, "flops": plan.flops}
