@@ -21,7 +21,6 @@ from infoprune_core.statistics import CalibrationStats
 from infoprune_core.surgery import factorise_linear, get_linear, prune_ffn_width
 
 
-
 @dataclass
 class LinearFactors:
     """SVD of W (or of W whitened by the input's Cholesky factor L): W L = U diag(s) Vh."""
