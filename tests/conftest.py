@@ -131,27 +131,27 @@ def _weed_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """A real S3-compatible server for the whole session, on free loopback ports, data in a temp dir."""
-    data = tmp_path_factory.mktemp("weed")
-    flags = [
-        "master.port",
-        "master.port.grpc",
-        "volume.port",
-        "volume.port.grpc",
-        "filer.port",
-        "filer.port.grpc",
-        "s3.port",
-        "s3.port.grpc",
-        "admin.port",
-        "admin.port.grpc",
-        "metricsPort",
-        "s3.port.iceberg",
-        "s3.port.lance",
-    ]
-    ports = {flag: free_port() for flag in flags}
-    cmd = [
+WEED_PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "metricsPort",
+    "s3.port.iceberg",
+    "s3.port.lance",
+)
+
+
+def weed_mini_command(data: Path) -> tuple[list[str], dict[str, int]]:
+    """`weed mini` on free loopback ports with its data in `data`; returns (command, ports by flag)."""
+    ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
+    command = [
         _weed_binary(),
         "mini",
         f"-dir={data}",
@@ -161,6 +161,14 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "-webdav=false",
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
+    return command, ports
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server for the whole session, on free loopback ports, data in a temp dir."""
+    data = tmp_path_factory.mktemp("weed")
+    cmd, ports = weed_mini_command(data)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
     env.pop("S3_BUCKET", None)
     log = (data / "weed.log").open("wb")

@@ -23,24 +23,8 @@ import httpx
 import psycopg
 
 from infoprune_jobs import migrate
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_KEY, S3_SECRET, _weed_binary, free_port
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_KEY, S3_SECRET, free_port, weed_mini_command
 from tests.service.helpers import TERMINAL, create_key, env_for, start, stop, wait_until
-
-WEED_FLAGS = [
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "s3.port",
-    "s3.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
-    "metricsPort",
-    "s3.port.iceberg",
-    "s3.port.lance",
-]
 
 
 def _up(client: httpx.Client) -> bool:
@@ -98,19 +82,10 @@ def scaled_out(model: Path, config: dict[str, Any], runs: int, work: Path) -> No
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
-    ports = {flag: free_port() for flag in WEED_FLAGS}
     (work / "weed").mkdir()
+    command, ports = weed_mini_command(work / "weed")
     weed = subprocess.Popen(
-        [
-            _weed_binary(),
-            "mini",
-            f"-dir={work / 'weed'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            "-admin.ui=false",
-            "-webdav=false",
-            *(f"-{k}={v}" for k, v in ports.items()),
-        ],
+        command,
         env={"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "PATH": "/usr/bin:/bin"},
         stdout=(work / "weed.log").open("wb"),
         stderr=subprocess.STDOUT,
