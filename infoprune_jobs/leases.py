@@ -32,17 +32,7 @@ class Claim:
 
 
 def _event(session: Session, job: Job, kind: str, message: str = "") -> None:
-    session.add(
-        JobEvent(
-            job_id=job.id,
-            tenant_id=job.tenant_id,
-            kind=kind,
-            status=job.status,
-            stage=job.stage,
-            progress=job.progress,
-            message=message,
-        )
-    )
+    session.add(JobEvent.snapshot(job, kind, message))
 
 
 def claim(session: Session, job_id: str, owner: str, ttl_s: float) -> Claim | None:

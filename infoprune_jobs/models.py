@@ -111,6 +111,19 @@ class JobEvent(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    @classmethod
+    def snapshot(cls, job: Job, kind: str, message: str = "") -> JobEvent:
+        """An event recording the job's current status, stage and progress."""
+        return cls(
+            job_id=job.id,
+            tenant_id=job.tenant_id,
+            kind=kind,
+            status=job.status,
+            stage=job.stage,
+            progress=job.progress,
+            message=message,
+        )
+
 
 class Artifact(Base):
     __tablename__ = "artifacts"

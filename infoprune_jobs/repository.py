@@ -78,15 +78,7 @@ class TenantRepository:
 
     # -- events -------------------------------------------------------------------------------
     def add_event(self, job: Job, kind: str, message: str = "") -> JobEvent:
-        event = JobEvent(
-            job_id=job.id,
-            tenant_id=self.tenant_id,
-            kind=kind,
-            status=job.status,
-            stage=job.stage,
-            progress=job.progress,
-            message=message,
-        )
+        event = JobEvent.snapshot(job, kind, message)
         self.session.add(event)
         self.session.flush()
         return event

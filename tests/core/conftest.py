@@ -7,22 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from tests.core.tiny_models import (
-    save_with_processor,
-    tiny_bert,
-    tiny_clip,
-    tiny_llama,
-    tiny_llava,
-)
-
-FAMILIES = {
-    "llama": tiny_llama,
-    "qwen2": lambda: tiny_llama(qwen=True),
-    "bert": tiny_bert,
-    "clip": tiny_clip,
-    "siglip": lambda: tiny_clip(siglip=True),
-    "llava": tiny_llava,
-}
+from tests.core.tiny_models import FAMILIES, save_with_processor
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from infoprune_core import CompressionConfig, compress, load_compressed
 from infoprune_core.calibration import Encoder, read_samples
 from infoprune_core.modeling import load_model
-from tests.core.conftest import FAMILIES, calibration_for
+from tests.core.conftest import calibration_for
+from tests.core.tiny_models import FAMILIES
 
 FAST = dict(
     gate_steps=8, recovery_steps=4, calibration_samples=16, held_out_samples=4, latency_repeats=1, latency_batch=4

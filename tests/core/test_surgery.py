@@ -7,16 +7,7 @@ import torch
 
 from infoprune_core.modeling import adapter_for_config
 from infoprune_core.surgery import head_masks, prune_ffn_width, prune_heads
-from tests.core.tiny_models import sample_inputs, tiny_bert, tiny_clip, tiny_llama, tiny_llava
-
-FACTORIES = {
-    "llama_gqa": tiny_llama,
-    "qwen2_gqa": lambda: tiny_llama(qwen=True),
-    "bert": tiny_bert,
-    "clip": tiny_clip,
-    "siglip": lambda: tiny_clip(siglip=True),
-    "llava": tiny_llava,
-}
+from tests.core.tiny_models import FAMILIES, sample_inputs, tiny_bert, tiny_llama
 
 
 def _output(model, inputs):
@@ -32,9 +23,9 @@ def _kept_heads(site, layer: int) -> list[int]:
     return [h for h in range(site.num_heads) if h not in (layer % site.num_heads, 2)]
 
 
-@pytest.mark.parametrize("family", sorted(FACTORIES))
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_masked_model_equals_pruned_model(family: str) -> None:
-    model = FACTORIES[family]()
+    model = FAMILIES[family]()
     adapter = adapter_for_config(model.config.to_dict())
     sites = adapter.attention_sites(model)
     assert sites, "adapter found no attention blocks"
@@ -54,7 +45,7 @@ def test_masked_model_equals_pruned_model(family: str) -> None:
     pruned = _output(model, inputs)
     torch.testing.assert_close(pruned, masked, rtol=1e-4, atol=1e-5)
     params_after = sum(p.numel() for p in model.parameters())
-    assert params_after < sum(p.numel() for p in FACTORIES[family]().parameters())
+    assert params_after < sum(p.numel() for p in FAMILIES[family]().parameters())
 
 
 def test_gqa_can_drop_whole_kv_group() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,16 +48,14 @@ def word_tokenizer(extra: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     )
 
 
+# Shared by every tiny model; decoders use 6 query / 2 KV heads (GQA), encoders 4 heads.
+LAYOUT = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2)
+DECODER = dict(LAYOUT, num_attention_heads=6, num_key_value_heads=2)
+VISION = dict(LAYOUT, num_attention_heads=4, image_size=IMAGE, patch_size=8)
+
+
 def tiny_llama(qwen: bool = False) -> PreTrainedModel:
-    kwargs = dict(
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        vocab_size=64,
-        max_position_embeddings=128,
-    )
+    kwargs = dict(DECODER, vocab_size=64, max_position_embeddings=128)
     torch.manual_seed(0)
     if qwen:
         return Qwen2ForCausalLM(Qwen2Config(**kwargs)).eval()
@@ -65,41 +64,21 @@ def tiny_llama(qwen: bool = False) -> PreTrainedModel:
 
 def tiny_bert() -> PreTrainedModel:
     torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        vocab_size=64,
-        max_position_embeddings=128,
-    )
+    config = BertConfig(**LAYOUT, num_attention_heads=4, vocab_size=64, max_position_embeddings=128)
     return BertModel(config).eval()
 
 
 def tiny_clip(siglip: bool = False) -> PreTrainedModel:
     torch.manual_seed(0)
-    kwargs = dict(
-        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE, patch_size=8
-    )
     if siglip:
-        return SiglipVisionModel(SiglipVisionConfig(**kwargs)).eval()
-    return CLIPVisionModel(CLIPVisionConfig(**kwargs)).eval()
+        return SiglipVisionModel(SiglipVisionConfig(**VISION)).eval()
+    return CLIPVisionModel(CLIPVisionConfig(**VISION)).eval()
 
 
 def tiny_llava() -> PreTrainedModel:
     torch.manual_seed(0)
-    vision = CLIPVisionConfig(
-        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE, patch_size=8
-    )
-    text = LlamaConfig(
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        vocab_size=len(WORDS) + 5,
-        max_position_embeddings=256,
-    )
+    vision = CLIPVisionConfig(**VISION)
+    text = LlamaConfig(**DECODER, vocab_size=len(WORDS) + 5, max_position_embeddings=256)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -108,6 +87,16 @@ def tiny_llava() -> PreTrainedModel:
         vision_feature_select_strategy="full",
     )
     return LlavaForConditionalGeneration(config).eval()
+
+
+FAMILIES: dict[str, Callable[[], PreTrainedModel]] = {
+    "llama": tiny_llama,
+    "qwen2": lambda: tiny_llama(qwen=True),
+    "bert": tiny_bert,
+    "clip": tiny_clip,
+    "siglip": lambda: tiny_clip(siglip=True),
+    "llava": tiny_llava,
+}
 
 
 def save_with_processor(model: PreTrainedModel, directory: Path) -> Path:
