@@ -41,13 +41,13 @@ def accuracy(model: nn.Module, encoder: Encoder, samples: Sequence[Sample], batc
     with torch.no_grad():
         for chunk in batched(samples, batch_size):
             if all(s.label is not None for s in chunk):
-                inputs = encoder.encode(chunk)
+                inputs = _on_device(encoder.encode(chunk), model)
                 output, _ = model_output(model, inputs)
                 scores = output if output.dim() == 2 else output[:, -1]
-                labels = torch.tensor([s.label for s in chunk])
+                labels = torch.tensor([s.label for s in chunk], device=scores.device)
                 correct += int((scores.argmax(-1) == labels).sum())
                 continue
-            inputs = encoder.encode(chunk, with_answers=True)
+            inputs = _on_device(encoder.encode(chunk, with_answers=True), model)
             output, _ = model_output(model, inputs)
             ids = inputs["input_ids"]
             for row, length in enumerate(encoder.answer_lengths(chunk)):
@@ -56,15 +56,22 @@ def accuracy(model: nn.Module, encoder: Encoder, samples: Sequence[Sample], batc
     return correct / len(samples)
 
 
+def timed_forward(model: nn.Module, batch: Batch) -> float:
+    """Wall time of one forward pass in milliseconds (waiting for the device to finish)."""
+    synchronize = torch.cuda.synchronize if _device_of(model).type == "cuda" else None
+    if synchronize:
+        synchronize()
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(**batch)
+    if synchronize:
+        synchronize()
+    return (time.perf_counter() - start) * 1000
+
+
 def latency(model: nn.Module, batch: Batch, repeats: int, warmup: int = 2) -> dict[str, float]:
     """Median wall time of a forward pass after warm-up, in milliseconds."""
-    timings = []
-    with torch.no_grad():
-        for index in range(warmup + repeats):
-            start = time.perf_counter()
-            model(**batch)
-            if index >= warmup:
-                timings.append((time.perf_counter() - start) * 1000)
+    timings = [timed_forward(model, batch) for _ in range(warmup + repeats)][warmup:]
     return {"median_ms": statistics.median(timings), "min_ms": min(timings), "repeats": repeats}
 
 
@@ -74,3 +81,12 @@ def latency_batch(batches: Sequence[Batch], size: int) -> dict[str, torch.Tensor
     rows = next(iter(first.values())).shape[0]
     index = torch.arange(size) % rows
     return {key: value[index] for key, value in first.items()}
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _on_device(batch: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    device = _device_of(model)
+    return {key: value.to(device) for key, value in batch.items()}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch import nn
 
 from infoprune_core import ffn as ffn_compression
 from infoprune_core.adapters.base import FFNSite
@@ -28,8 +30,13 @@ def compress_ffns(
     scope_before: float,
     run: Run,
     stage: Stage = "compressing_ffn",
+    stats: CalibrationStats | None = None,
 ) -> dict[str, Any]:
-    """Plan and apply FFN compression by `method` on the (head-pruned) model, calibrated on it."""
+    """Plan and apply FFN compression by `method` on the (head-pruned) model, calibrated on it.
+
+    `stats` are FFN statistics already collected on this very model (the planner shares one pass
+    between FFN operators); without them a calibration pass collects them.
+    """
     model, adapter = loaded.model, loaded.adapter
     empty: dict[str, Any] = {"method": method, "widths": {}, "ranks": {}}
     if method == "none" or not sites:
@@ -37,7 +44,8 @@ def compress_ffns(
     if config.target_flops_ratio is None and config.ffn_epsilon is None:
         return empty
     counts = count_flops(model, adapter.attention_sites(model), flop_input)
-    stats = collect_statistics(loaded, [], sites, batches, run, stage)
+    if stats is None:
+        stats = collect_statistics(loaded, [], sites, batches, run, stage)
     dense = ffn_compression.dense_ffn_flops(sites, counts)
     if method == "width":
         widths = ffn_compression.width_scores(model, sites, stats, counts)
@@ -68,6 +76,18 @@ def compress_ffns(
         "widths": {name: width for name, width in plan.widths.items() if width is not None},
         "ranks": {path: rank for path, rank in plan.ranks.items() if rank is not None},
     }
+
+
+@contextmanager
+def ffn_modules_restored(model: nn.Module, sites: Sequence[FFNSite]) -> Iterator[None]:
+    """Put the FFN linears of `sites` back as they were on exit (compression replaces them)."""
+    paths = [path for site in sites for path in (*site.inputs, site.output)]
+    saved = {path: model.get_submodule(path) for path in paths}
+    try:
+        yield
+    finally:
+        for path, module in saved.items():
+            model.set_submodule(path, module)
 
 
 def ffn_spectra(model: torch.nn.Module, sites: Sequence[FFNSite], stats: CalibrationStats) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from infoprune_core.adapters.base import AttentionSite, FFNSite
 from infoprune_core.config import CompressionConfig
 from infoprune_core.errors import BudgetError
 from infoprune_core.evaluation import fidelity, latency
-from infoprune_core.ffn_stage import compress_ffns
+from infoprune_core.ffn_stage import compress_ffns, ffn_modules_restored
 from infoprune_core.head_selection import select_heads
 from infoprune_core.modeling import LoadedModel
-from infoprune_core.run import Batch, Run
+from infoprune_core.run import Batch, Run, collect_statistics
 from infoprune_core.scores import (
     Scores,
     ablation_scores,
@@ -158,23 +158,32 @@ def choose_plan(
         removal = min(share * even_removal, ceiling)
         if all(abs(removal - other) > 1e-6 * max(removal, 1.0) for _, other in removals):
             removals.append((share, removal))
-    trials = [(share, removal, method) for share, removal in removals for method in ffn_methods]
+    trials = len(removals) * len(ffn_methods)
     candidates: list[dict[str, Any]] = []
-    for index, (share, removal, method) in enumerate(trials):
+    for share, removal in removals:
+        # One head-pruned copy and one calibration pass per head share; every FFN operator is tried
+        # on it in turn and its FFN modules are put back afterwards.
         trial = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
         kept = select_heads(sites, scores, per_head, removal)
         for site in sites:
             if len(kept[site.name]) < site.num_heads:
                 prune_heads(trial.model, site, kept[site.name])
-        candidate: dict[str, Any] = {"head_share": share, "head_flops_removed": removal, "ffn": method}
-        try:
-            compress_ffns(trial, ffn_sites, config, method, batches, flop_input, scope_before, run, "pruning_heads")
-            candidate["divergence"] = fidelity(trial.model, probe, teachers)["divergence"]
-            candidate["latency_ms"] = latency(trial.model, probe[0], repeats=3, warmup=1)["median_ms"]
-        except BudgetError as error:
-            candidate["infeasible"] = str(error)
-        candidates.append(candidate)
-        run.emit("pruning_heads", (index + 1) / (len(trials) + 1), f"planner trial {index + 1}/{len(trials)}")
+        stats = collect_statistics(trial, [], ffn_sites, batches, run, "pruning_heads")
+        for method in ffn_methods:
+            candidate: dict[str, Any] = {"head_share": share, "head_flops_removed": removal, "ffn": method}
+            with ffn_modules_restored(trial.model, ffn_sites):
+                try:
+                    compress_ffns(trial, ffn_sites, config, method, batches, flop_input, scope_before, run, stats=stats)
+                    candidate["divergence"] = fidelity(trial.model, probe, teachers)["divergence"]
+                    # The minimum of a few runs: the estimate least moved by other load on the machine.
+                    timing = latency(trial.model, probe[0], repeats=5, warmup=1)
+                    candidate["latency_ms"] = timing["min_ms"]
+                except BudgetError as error:
+                    candidate["infeasible"] = str(error)
+            candidates.append(candidate)
+            done = len(candidates)
+            run.emit("pruning_heads", done / (trials + 1), f"planner trial {done}/{trials}")
+        del trial, stats
     feasible = [c for c in candidates if "divergence" in c]
     if not feasible:
         return even_removal, ffn_methods[0], candidates

@@ -66,9 +66,11 @@ def _valid_rows(x: torch.Tensor, token_mask: torch.Tensor | None) -> tuple[torch
 
 
 def _accumulate(stats: CovarianceStats, x: torch.Tensor, mask: torch.Tensor) -> None:
-    rows = x[mask].to(ACCUMULATE)
-    stats.gram += rows.T @ rows
-    stats.total += rows.sum(0)
+    # One batch's product in float32 (a few thousand tokens at most), the running sums in float64:
+    # about twice as fast as a float64 product, with the long sums still exact enough.
+    rows = x[mask].float()
+    stats.gram += (rows.T @ rows).to(ACCUMULATE)
+    stats.total += rows.sum(0).to(ACCUMULATE)
     stats.tokens += rows.shape[0]
 
 
@@ -114,10 +116,10 @@ class StatisticsCollector:
                     erank_sum=torch.zeros(site.num_heads, dtype=ACCUMULATE, device=x.device),
                 )
                 self.stats.attention[site.name] = stats
-            rows = x.to(ACCUMULATE) * mask[..., None]
-            stats.gram += torch.einsum("btc,btd->cd", rows, rows)
+            rows = x.float() * mask[..., None]  # float32 products per batch, float64 running sums
+            stats.gram += torch.einsum("btc,btd->cd", rows, rows).to(ACCUMULATE)
             heads = rows.unflatten(-1, (site.num_heads, site.head_dim))  # [B, T, H, d]
-            per_sample = torch.einsum("bthc,bthd->bhcd", heads, heads)  # [B, H, d, d]
+            per_sample = torch.einsum("bthc,bthd->bhcd", heads, heads).to(ACCUMULATE)  # [B, H, d, d]
             stats.erank_sum += effective_rank(singular_values_from_gram(per_sample)).sum(0)
             stats.samples += x.shape[0]
             stats.tokens += int(mask.sum())
