@@ -11,8 +11,8 @@ from fastapi import FastAPI, Request, Response
 
 from api import metrics, problems
 from api.context import AppContext
-from api.limits import BodyLimitMiddleware
-from api.routes import files, health, jobs, models
+from api.limits import BodyLimitMiddleware, make_rate_limiter
+from api.routes import files, health, jobs, keys, models
 from infoprune_jobs.db import make_engine, make_sessionmaker
 from infoprune_jobs.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
 from infoprune_jobs.settings import Settings
@@ -33,6 +33,7 @@ def build_context(
         sessions=make_sessionmaker(engine),
         storage=storage or make_storage(settings),
         dispatcher=dispatcher,
+        limiter=make_rate_limiter(settings),
     )
 
 
@@ -45,8 +46,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.state.ctx = ctx
     problems.install(app)
-    for router in (jobs.router, models.router, files.router, health.router):
+    for router in (jobs.router, models.router, keys.router, files.router, health.router):
         app.include_router(router)
+    problems.document(app)
     app.middleware("http")(metrics.middleware)
     app.middleware("http")(_access_log)
     app.add_middleware(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.limits import NoRateLimit, RateLimiter
 from infoprune_jobs.dispatch import Dispatcher
 from infoprune_jobs.settings import Settings
 from infoprune_jobs.storage import ArtifactStorage
@@ -19,3 +20,4 @@ class AppContext:
     sessions: sessionmaker[Session]
     storage: ArtifactStorage
     dispatcher: Dispatcher
+    limiter: RateLimiter = field(default_factory=NoRateLimit)

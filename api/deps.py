@@ -11,8 +11,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.context import AppContext
+from api.limits import check_rate
 from api.problems import Problem
 from infoprune_jobs.repository import TenantAdmin, TenantRepository
+from infoprune_jobs.security import key_prefix
 
 _bearer = HTTPBearer(auto_error=False, description="API key from `infoprune keys create`")
 
@@ -44,9 +46,11 @@ def _unauthorized(detail: str) -> Problem:
 
 def get_repo(
     request: Request,
+    ctx: CtxDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TenantRepository:
+    """The caller's tenant (401 without a valid key), within its request rate (429 over it)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     key = credentials.credentials
@@ -54,6 +58,8 @@ def get_repo(
     if tenant_id is None:
         raise _unauthorized("invalid or revoked API key")
     request.state.tenant_id = tenant_id
+    request.state.key_prefix = key_prefix(key)
+    check_rate(ctx.limiter, tenant_id)
     return TenantRepository(session, tenant_id)
 
 

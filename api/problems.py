@@ -96,3 +96,40 @@ def install(app: FastAPI) -> None:
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, 500, "internal error; it has been logged")
+
+
+# Documented on every operation (besides each route's own): malformed body, too large, invalid, rate-limited.
+_COMMON = {400: "Bad Request", 413: "Content Too Large", 422: "Unprocessable Content"}
+_AUTHENTICATED = {401: "Unauthorized", 429: "Too Many Requests"}
+
+
+def document(app: FastAPI) -> None:
+    """Make the OpenAPI schema say what the app does: every 4xx/5xx is problem+json (``ProblemOut``)."""
+    from fastapi.openapi.utils import get_openapi
+
+    from api.schemas import ProblemOut
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, description=app.description, routes=app.routes
+        )
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("ProblemOut", ProblemOut.model_json_schema())
+        problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemOut"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                extra = {**_COMMON, **(_AUTHENTICATED if operation.get("security") else {})}
+                for code, phrase in extra.items():
+                    responses.setdefault(str(code), {"description": phrase})
+                for code, response in responses.items():
+                    if code[0] in "45":
+                        response["content"] = problem
+                        if code == "429":
+                            response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +14,7 @@ from api.schemas import JobCreate
 from infoprune_jobs.models import Job
 from infoprune_jobs.repository import TenantRepository
 from infoprune_jobs.settings import Settings
-from infoprune_jobs.sources import SourceRejected, parse_source, resolve_local
+from infoprune_jobs.sources import ModelConfigRejected, SourceRejected, check_model_config, parse_source, resolve_local
 from infoprune_jobs.webhooks import WebhookRejected, check_webhook_url
 
 
@@ -46,6 +47,11 @@ def normalise(body: JobCreate, repo: TenantRepository, settings: Settings) -> di
         raise _invalid(["body", "source"], str(exc)) from exc
     if source.kind == "upload" and repo.get_uploaded_model(source.value) is None:
         raise _invalid(["body", "source"], f"no uploaded model {source.value}")
+    if source.kind == "local" and (config_file := Path(source.value) / "config.json").is_file():
+        try:  # uploads were checked when they arrived; hub and S3 sources are checked by the worker's loader
+            check_model_config(config_file, settings.max_model_parameters)
+        except ModelConfigRejected as exc:
+            raise _invalid(["body", "source"], str(exc)) from exc
     # only what the caller set: the pipeline owns the defaults
     config = body.config.model_dump(mode="json", exclude_unset=True)
     for field in ("calibration", "eval_set"):
@@ -59,7 +65,10 @@ def normalise(body: JobCreate, repo: TenantRepository, settings: Settings) -> di
         raise _invalid(["body", "device_class"], f"device_class must be one of {settings.device_classes}")
     if body.webhook_url is not None:
         try:
-            check_webhook_url(body.webhook_url, allow_private=settings.webhook_allow_private)
+            # names are looked up now too (best effort); delivery checks again and connects to the vetted address
+            check_webhook_url(
+                body.webhook_url, allow_private=settings.webhook_allow_private, resolve=True, strict=False
+            )
         except WebhookRejected as exc:
             raise _invalid(["body", "webhook_url"], str(exc)) from exc
     stored_source = f"upload:{source.value}" if source.kind == "upload" else source.value

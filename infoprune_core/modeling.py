@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,26 @@ def model_class(config: dict[str, Any]) -> type[transformers.PreTrainedModel]:
         raise SourceError(f"no transformers class for model_type {config['model_type']!r}") from error
 
 
+MAX_PARAMETERS_ENV = "INFOPRUNE_MAX_MODEL_PARAMETERS"
+
+
+def check_model_size(config: dict[str, Any], cls: type[transformers.PreTrainedModel], limit: int | None = None) -> None:
+    """Refuse a config that implies an absurd model (hidden_size 1e9, 1e6 layers, ...) before anything is
+    allocated: 12 L h^2 + (vocab) h per part, with the class's defaults filled in. Limit from the environment."""
+    limit = limit or int(os.environ.get(MAX_PARAMETERS_ENV, 20_000_000_000))
+    try:
+        parsed = (cls.config_class or transformers.PreTrainedConfig).from_dict(dict(config))
+    except Exception as error:
+        raise SourceError(f"invalid config.json: {error}") from error
+    total = 0
+    for part in [parsed, *(getattr(parsed, name, None) for name in getattr(parsed, "sub_configs", {}))]:
+        dims = [getattr(part, f, 0) for f in ("hidden_size", "num_hidden_layers", "vocab_size")]
+        hidden, layers, vocab = (int(v) if isinstance(v, int) else 0 for v in dims)
+        total += 12 * layers * hidden * hidden + vocab * hidden
+    if total > limit:
+        raise SourceError(f"config.json implies about {total:.3g} parameters, above the limit {limit:.3g}")
+
+
 def load_processor(directory: Path, adapter: ModelAdapter) -> Any:
     loaders: dict[str, Any] = {
         "text": transformers.AutoTokenizer,
@@ -81,6 +102,7 @@ def load_model(directory: Path, device: str = "cpu") -> LoadedModel:
     config = read_config(directory)
     adapter = adapter_for_config(config)
     cls = model_class(config)
+    check_model_size(config, cls)
     try:
         model = cls.from_pretrained(
             directory, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32

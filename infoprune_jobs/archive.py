@@ -7,14 +7,17 @@ but safetensors.
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from infoprune_jobs.sources import ModelConfigRejected, check_model_config
 from infoprune_jobs.storage.base import check_key
 
 PICKLE_SUFFIXES = (
@@ -37,12 +40,15 @@ class ArchiveRejected(ValueError):
     """The archive is unsafe, too large or not a model; the message says why."""
 
 
-def extract_model_archive(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> list[tuple[str, int]]:
-    """Extract into ``dest``; returns (relative name, size). The model must hold config.json + safetensors."""
+def extract_model_archive(
+    archive: Path, dest: Path, *, max_bytes: int, max_members: int, max_parameters: int | None = None
+) -> list[tuple[str, int]]:
+    """Extract into ``dest``; returns (relative name, size). The model must hold config.json + safetensors
+    and, with ``max_parameters``, a config that implies no more parameters than that."""
     dest.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
         files = _extract_zip(archive, dest, max_bytes, max_members)
-    elif tarfile.is_tarfile(archive):
+    elif _is_tar(archive):
         files = _extract_tar(archive, dest, max_bytes, max_members)
     else:
         raise ArchiveRejected("upload must be a .tar, .tar.gz or .zip archive")
@@ -52,6 +58,11 @@ def extract_model_archive(archive: Path, dest: Path, *, max_bytes: int, max_memb
         raise ArchiveRejected("archive holds no config.json at its top level")
     if not any(n.endswith(".safetensors") for n in names):
         raise ArchiveRejected("archive holds no .safetensors weights")
+    if max_parameters is not None:
+        try:
+            check_model_config(dest / "config.json", max_parameters)
+        except ModelConfigRejected as exc:
+            raise ArchiveRejected(str(exc)) from exc
     return files
 
 
@@ -106,13 +117,37 @@ def _extract_tar(archive: Path, dest: Path, max_bytes: int, max_members: int) ->
     return files
 
 
+# what a truncated, corrupt, encrypted or oddly compressed archive raises while being read
+_CORRUPT = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+    ValueError,
+    RuntimeError,  # an encrypted zip member
+    NotImplementedError,  # a zip compression method Python lacks
+)
+
+
+def _is_tar(archive: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(archive)
+    except _CORRUPT as exc:  # is_tarfile itself raises on a truncated gzip stream
+        raise ArchiveRejected(f"corrupt archive: {type(exc).__name__}") from exc
+
+
 @contextmanager
 def _open_tar(archive: Path) -> Iterator[tarfile.TarFile]:
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             yield tar
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ArchiveRejected(f"corrupt archive: {exc}") from exc
+    except ArchiveRejected:
+        raise
+    except _CORRUPT as exc:
+        raise ArchiveRejected(f"corrupt archive: {type(exc).__name__}") from exc
 
 
 def _extract_zip(archive: Path, dest: Path, max_bytes: int, max_members: int) -> list[tuple[str, int]]:
@@ -134,8 +169,10 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int, max_members: int) ->
                     size = _copy_limited(src, dest / name, max_bytes - total)
                 total += size
                 files.append((name, size))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise ArchiveRejected(f"corrupt archive: {exc}") from exc
+    except ArchiveRejected:
+        raise
+    except _CORRUPT as exc:
+        raise ArchiveRejected(f"corrupt archive: {type(exc).__name__}") from exc
     return files
 
 

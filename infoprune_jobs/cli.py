@@ -40,6 +40,12 @@ def register(subparsers: Any) -> None:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its prefix (first 16 characters)")
     revoke.add_argument("prefix")
     revoke.set_defaults(func=cmd_keys_revoke)
+    rotate = keys_sub.add_parser("rotate", help="issue a new key for the tenant of a key; printed once")
+    rotate.add_argument("prefix", help="the key to replace (its first 16 characters)")
+    rotate.add_argument(
+        "--grace-seconds", type=int, default=0, help="the old key stays valid this long (default 0: revoked now)"
+    )
+    rotate.set_defaults(func=cmd_keys_rotate)
 
 
 def _prepare_db(settings: Settings, force: bool = False) -> None:
@@ -155,14 +161,38 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_revoke(args: argparse.Namespace) -> int:
+def _admin(action: Any) -> Any:
+    """Run ``action(TenantAdmin)`` in one transaction of the configured database."""
     from infoprune_jobs.db import make_engine, make_sessionmaker, transaction
     from infoprune_jobs.repository import TenantAdmin
 
-    settings = Settings()
-    engine = make_engine(settings.sqlalchemy_url)
-    with transaction(make_sessionmaker(engine)) as session:
-        revoked = TenantAdmin(session).revoke_key(args.prefix)
-    engine.dispose()
+    engine = make_engine(Settings().sqlalchemy_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            return action(TenantAdmin(session))
+    finally:
+        engine.dispose()
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    revoked = _admin(lambda admin: admin.revoke_key(args.prefix))
     print("revoked" if revoked else "no such active key", file=sys.stderr)
     return 0 if revoked else 1
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    if args.grace_seconds < 0:
+        print("infoprune keys: --grace-seconds must be >= 0", file=sys.stderr)
+        return 2
+
+    def rotate(admin: Any) -> tuple[str, str] | None:
+        rotated = admin.rotate_key(args.prefix, grace_s=args.grace_seconds)
+        return None if rotated is None else (rotated[0], rotated[1].revoked_at.isoformat())
+
+    result = _admin(rotate)
+    if result is None:
+        print("no such active key", file=sys.stderr)
+        return 1
+    print(result[0])
+    print(f"# new API key: shown once, store it now. The old key is refused from {result[1]}.", file=sys.stderr)
+    return 0

@@ -6,9 +6,10 @@ Repositories never commit: the request (or task) boundary owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from infoprune_jobs.models import ApiKey, Artifact, Job, JobEvent, Tenant, UploadedModel, utcnow
@@ -56,6 +57,19 @@ class TenantRepository:
         self.session.flush()
         self.add_event(job, "status", "job created")
         return job
+
+    def lock_tenant(self) -> None:
+        """Lock this tenant until the transaction ends: its submissions check their quota one at a time."""
+        if self.session.get_bind().dialect.name == "sqlite":  # no row locks: a write takes the database's lock
+            self.session.execute(update(Tenant).where(Tenant.id == self.tenant_id).values(name=Tenant.name))
+        else:
+            self.session.execute(select(Tenant.id).where(Tenant.id == self.tenant_id).with_for_update())
+
+    def count_active_jobs(self) -> int:
+        """Jobs that hold or wait for a worker: queued, running, cancelling."""
+        active = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.CANCELLING.value)
+        stmt = self.scoped(select(func.count()).select_from(Job), Job).where(Job.status.in_(active))
+        return int(self.session.scalar(stmt) or 0)
 
     def withdraw_job(self, job: Job) -> None:
         """Delete a job that could not be enqueued (and its events), as if it was never submitted."""
@@ -125,16 +139,40 @@ class TenantAdmin:
         self.session.flush()
         return key
 
-    def revoke_key(self, prefix: str) -> bool:
-        api_key = self.session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
-        if api_key is None or api_key.revoked_at is not None:
+    def _active_key(self, prefix: str, tenant_id: str | None = None) -> ApiKey | None:
+        stmt = select(ApiKey).where(ApiKey.prefix == prefix)
+        if tenant_id is not None:
+            stmt = stmt.where(ApiKey.tenant_id == tenant_id)
+        api_key = self.session.scalars(stmt.with_for_update()).one_or_none()
+        return api_key if api_key is not None and _is_active(api_key) else None
+
+    def revoke_key(self, prefix: str, *, tenant_id: str | None = None) -> bool:
+        """Revoke now (also ends the grace period of a rotated key). False when no such active key."""
+        api_key = self._active_key(prefix, tenant_id)
+        if api_key is None:
             return False
         api_key.revoked_at = utcnow()
         return True
 
+    def rotate_key(self, prefix: str, *, grace_s: int = 0, tenant_id: str | None = None) -> tuple[str, ApiKey] | None:
+        """A new key for the tenant of the active key ``prefix``; the old key stays valid ``grace_s`` seconds
+        more (``revoked_at`` in the future), then is refused. Returns (new plain key, old key row) or None."""
+        old = self._active_key(prefix, tenant_id)
+        if old is None:
+            return None
+        key, new_prefix, digest = new_api_key()
+        self.session.add(ApiKey(tenant_id=old.tenant_id, prefix=new_prefix, key_hash=digest))
+        old.revoked_at = utcnow() + timedelta(seconds=max(grace_s, 0))
+        self.session.flush()
+        return key, old
+
     def authenticate(self, key: str) -> str | None:
-        """Tenant id of a valid, unrevoked key, else None."""
+        """Tenant id of a valid key (never revoked, or revoked in the future: a rotation's grace), else None."""
         api_key = self.session.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix(key))).one_or_none()
-        if api_key is None or api_key.revoked_at is not None or not key_matches(key, api_key.key_hash):
+        if api_key is None or not _is_active(api_key) or not key_matches(key, api_key.key_hash):
             return None
         return api_key.tenant_id
+
+
+def _is_active(api_key: ApiKey) -> bool:
+    return api_key.revoked_at is None or api_key.revoked_at > utcnow()

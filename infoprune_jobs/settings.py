@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_create_bucket: bool = True
+    storage_attempts: int = Field(default=5, ge=1, le=20)
+    """Tries of each artifact-store operation before it fails (S3 down, 5xx, throttling)."""
+    storage_backoff_s: float = Field(default=1.0, ge=0)
+    """Wait before the first retry of a store operation; doubled after each failed try."""
+    storage_backoff_max_s: float = Field(default=30.0, ge=0)
+    """Longest wait between two tries of a store operation."""
 
     model_root: Path | None = None
     """Local model sources must lie inside this folder; default ``<data_dir>/models``."""
@@ -69,6 +75,10 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(default=15.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=100)
     """A job whose worker is lost this many times fails instead of being requeued again."""
+    queued_redispatch_after_s: float = Field(default=300.0, gt=0)
+    """A job queued this long, with fewer messages in its broker queue than queued jobs, is sent again."""
+    db_retry_s: float = Field(default=60.0, ge=0)
+    """How long a worker keeps trying to record a job's outcome while the database is unreachable."""
     worker_max_tasks_per_child: int = Field(default=10, ge=1)
     torch_threads: int = Field(default=1, ge=1)
     cache_dir: Path | None = None
@@ -78,6 +88,20 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     """Allow webhook URLs that resolve to loopback/private addresses (tests, closed networks)."""
     sse_poll_interval_s: float = Field(default=1.0, gt=0)
+
+    rate_limit_per_s: float = Field(default=20.0, ge=0)
+    """Sustained requests per second per tenant (token bucket; 0 disables). Shared through Redis when a
+    broker is configured, so it holds across API processes; in-memory in embedded mode."""
+    rate_limit_burst: int = Field(default=100, ge=1)
+    """Bucket size: requests a tenant may send at once before being limited."""
+    rate_limit_redis_url: str | None = None
+    """Redis for the shared buckets; default the broker URL when it is ``redis://``."""
+    max_active_jobs_per_tenant: int = Field(default=50, ge=0)
+    """Queued + running (+ cancelling) jobs a tenant may have at once (0: unlimited); over it: 429."""
+    max_model_parameters: int = Field(default=20_000_000_000, ge=1)
+    """Models whose config implies more parameters are refused before anything is allocated."""
+    key_rotation_max_grace_s: int = Field(default=7 * 24 * 3600, ge=0)
+    """Longest time an old API key stays valid after ``POST /v1/keys/rotate``."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 SourceKind = Literal["local", "s3", "hub", "upload"]
 
@@ -74,3 +76,65 @@ def _parse_local(raw: str, model_root: Path, want_dir: bool = True) -> str:
     if not (resolved.is_dir() if want_dir else resolved.exists()):
         raise SourceRejected(f"nothing at {raw!r} inside the model root")
     return str(resolved)
+
+
+# -- model size from config.json, before anything is allocated --------------------------------------
+MAX_CONFIG_BYTES = 1 << 20
+_DIMS: dict[str, tuple[tuple[str, ...], int | None]] = {  # field names across families, default when absent
+    "hidden": (("hidden_size", "d_model", "n_embd", "embed_dim", "dim", "width"), None),
+    "layers": (("num_hidden_layers", "n_layer", "num_layers", "n_layers", "depth", "encoder_layers"), 12),
+    "extra_layers": (("decoder_layers", "num_decoder_layers"), 0),
+    "inter": (("intermediate_size", "ffn_dim", "n_inner", "encoder_ffn_dim", "mlp_dim"), None),
+    "vocab": (("vocab_size",), 32_000),
+    "positions": (("max_position_embeddings", "n_positions", "max_seq_len"), 512),
+    "experts": (("num_local_experts", "num_experts", "n_routed_experts"), 1),
+}
+
+
+class ModelConfigRejected(ValueError):
+    """config.json is unusable or implies more parameters than the server allows; the message says why."""
+
+
+def _dim(config: dict[str, Any], name: str) -> int | None:
+    keys, default = _DIMS[name]
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            continue
+        return max(int(value), 0)
+    return default
+
+
+def estimate_parameters(config: dict[str, Any], _depth: int = 0) -> int:
+    """Rough parameter count (an upper-ish estimate) of a transformers config and its sub-configs
+    (text_config, vision_config, ...): embeddings plus per layer attention (4 h^2) and a gated FFN (3 h i)."""
+    total = 0
+    hidden = _dim(config, "hidden")
+    if hidden is not None:
+        inter = _dim(config, "inter") or 4 * hidden
+        layers = (_dim(config, "layers") or 0) + (_dim(config, "extra_layers") or 0)
+        experts = max(_dim(config, "experts") or 1, 1)
+        embeddings = ((_dim(config, "vocab") or 0) + (_dim(config, "positions") or 0)) * hidden
+        total = embeddings + layers * (4 * hidden * hidden + 3 * hidden * inter * experts)
+    if _depth < 4:
+        total += sum(estimate_parameters(v, _depth + 1) for v in config.values() if isinstance(v, dict))
+    return total
+
+
+def check_model_config(path: Path, max_parameters: int) -> None:
+    """Refuse a config.json that is not a small JSON object or implies a model above ``max_parameters``."""
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelConfigRejected(f"config.json is larger than {MAX_CONFIG_BYTES} bytes")
+        config = json.loads(path.read_bytes())
+    except ModelConfigRejected:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ModelConfigRejected(f"config.json is not readable JSON: {type(exc).__name__}") from exc
+    if not isinstance(config, dict):
+        raise ModelConfigRejected("config.json must be a JSON object")
+    estimate = estimate_parameters(config)
+    if estimate > max_parameters:
+        raise ModelConfigRejected(
+            f"config.json implies about {estimate:.3g} parameters, above this server's limit of {max_parameters:.3g}"
+        )

@@ -14,7 +14,11 @@ from infoprune_jobs.storage import LocalStorage
 router = APIRouter(tags=["artifacts"])
 
 
-@router.get("/v1/files/{key:path}", response_class=FileResponse)
+@router.get(
+    "/v1/files/{key:path}",
+    response_class=FileResponse,
+    responses={403: {"description": "bad or expired signature"}, 404: {"description": "no such file"}},
+)
 def download(
     key: str,
     ctx: CtxDep,

@@ -20,7 +20,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "a dependency is down"}})
 async def readyz(ctx: CtxDep) -> dict[str, Any]:
     def check_db() -> None:
         with ctx.engine.connect() as conn:

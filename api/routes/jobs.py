@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import service
 from api.deps import CtxDep, RepoDep
+from api.limits import check_job_quota
 from api.metrics import JOBS_SUBMITTED
 from api.problems import Problem
 from api.schemas import (
@@ -106,6 +107,7 @@ def create_job(
         response.headers["Location"] = f"/v1/jobs/{existing.id}"
         return job_out(existing)
     fields = service.normalise(body, repo, ctx.settings)
+    check_job_quota(repo, ctx.settings)
     job, created = service.create_job(repo, fields, idempotency_key, digest)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:

@@ -76,6 +76,7 @@ async def upload_model(
                 work / "model",
                 max_bytes=settings.max_extracted_bytes,
                 max_members=settings.max_archive_members,
+                max_parameters=settings.max_model_parameters,
             )
             put_tree(ctx.storage, prefix, work / "model")
             return files

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -47,11 +48,21 @@ def make_api(settings: Settings) -> Iterator[Api]:
     ctx.engine.dispose()
 
 
+@pytest.fixture
+def api_overrides() -> dict[str, Any]:
+    """Settings a test module changes for its ``api`` (override this fixture there)."""
+    return {}
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def api(request: pytest.FixtureRequest, service_env: Path) -> Iterator[Api]:
+def api(request: pytest.FixtureRequest, service_env: Path, api_overrides: dict[str, Any]) -> Iterator[Api]:
     url = None if request.param == "sqlite" else request.getfixturevalue("pg_clean")
     settings = Settings(
-        database_url=url, max_request_bytes=16 * 1024, max_upload_bytes=64 * 1024, max_extracted_bytes=256 * 1024
+        database_url=url,
+        max_request_bytes=16 * 1024,
+        max_upload_bytes=64 * 1024,
+        max_extracted_bytes=256 * 1024,
+        **api_overrides,
     )
     yield from make_api(settings)
 
