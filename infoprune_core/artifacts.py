@@ -129,6 +129,7 @@ def load_compressed(path: str | Path, device: str = "cpu") -> nn.Module:
     with no_init_weights():
         model = cls._from_config(config_object, dtype=torch.float32)
     apply_structure(model, config, manifest.get("structure", {}))
+    model.tie_weights()  # tied tensors (e.g. embeddings and LM head) are stored once
     try:
         load_safetensors_into(model, str(directory / WEIGHTS), strict=True)
     except RuntimeError as error:

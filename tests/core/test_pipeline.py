@@ -13,7 +13,7 @@ from infoprune_core import CompressionConfig, compress, load_compressed
 from infoprune_core.calibration import Encoder, read_samples
 from infoprune_core.modeling import load_model
 from tests.core.conftest import calibration_for
-from tests.core.tiny_models import FAMILIES
+from tests.core.tiny_models import FAMILIES, save_with_processor
 
 FAST = dict(
     gate_steps=8, recovery_steps=4, calibration_samples=16, held_out_samples=4, latency_repeats=1, latency_batch=4
@@ -79,9 +79,18 @@ def test_compress_meets_budget_and_round_trips(family: str, model_dirs, shapes_s
     torch.testing.assert_close(direct, again)
 
 
-def test_reloaded_equals_in_memory_compressed_model(model_dirs, tmp_path: Path) -> None:
-    """Save -> load gives identical outputs to the model the pipeline held in memory."""
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied_embeddings"])
+def test_reloaded_equals_in_memory_compressed_model(tied: bool, model_dirs, tmp_path: Path) -> None:
+    """Save -> load gives identical outputs to the model the pipeline held in memory (also with the
+    input embeddings tied to the LM head, as in SmolLM2, where safetensors stores the tensor once)."""
     from infoprune_core import pipeline
+
+    source = model_dirs["llama"]
+    if tied:
+        model = FAMILIES["llama"]()
+        model.config.tie_word_embeddings = True
+        model.tie_weights()
+        source = save_with_processor(model, tmp_path / "tied")
 
     captured = {}
     original_save = pipeline.save_compressed
@@ -93,11 +102,13 @@ def test_reloaded_equals_in_memory_compressed_model(model_dirs, tmp_path: Path) 
     pipeline.save_compressed = spy
     try:
         config = CompressionConfig(target_flops_ratio=0.4, **FAST)
-        compress(str(model_dirs["llama"]), tmp_path / "out", config)
+        compress(str(source), tmp_path / "out", config)
     finally:
         pipeline.save_compressed = original_save
-    inputs = _inputs(model_dirs["llama"], None)
-    torch.testing.assert_close(_outputs(load_compressed(tmp_path / "out"), inputs), _outputs(captured["model"], inputs))
+    inputs = _inputs(source, None)
+    reloaded = load_compressed(tmp_path / "out")
+    torch.testing.assert_close(_outputs(reloaded, inputs), _outputs(captured["model"], inputs))
+    assert (reloaded.lm_head.weight is reloaded.model.embed_tokens.weight) == tied
 
 
 @pytest.mark.parametrize("ffn", ["svd", "uniform", "width"])
