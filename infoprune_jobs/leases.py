@@ -3,7 +3,8 @@
 A worker runs a job only after :func:`claim` wins a conditional UPDATE; it renews the lease while it
 works and writes results only while it still holds it. A redelivered message for a finished job, or for
 a job whose lease is alive elsewhere, claims nothing. A dead worker's lease expires and
-:func:`requeue_expired` hands the job back to the queue.
+:func:`requeue_expired` hands the job back to the queue; a queued job whose broker message was lost is
+found by :func:`take_stale_queued` and sent again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from infoprune_jobs.models import Artifact, Job, JobEvent, utcnow
@@ -152,6 +153,40 @@ def requeue_expired(session: Session, max_attempts: int = 3) -> list[tuple[str, 
         job.lease_owner, job.lease_expires_at = None, None
         _event(session, job, "status", message)
     return requeued
+
+
+def queued_counts(session: Session) -> dict[str, int]:
+    """Number of queued jobs per device class."""
+    stmt = select(Job.device_class, func.count()).where(Job.status == JobStatus.QUEUED.value).group_by(Job.device_class)
+    return {device_class: count for device_class, count in session.execute(stmt).tuples()}
+
+
+def take_stale_queued(session: Session, device_class: str, older_than_s: float, limit: int) -> list[str]:
+    """Up to ``limit`` jobs of ``device_class`` queued and untouched for ``older_than_s`` (oldest first),
+    to be dispatched again because their broker message may be lost (say, Redis lost its data).
+
+    Each is stamped (``updated_at``, an event), so it is sent again at most once per ``older_than_s``
+    however many reapers run; a duplicate message is harmless, as only one :func:`claim` wins.
+    """
+    if limit <= 0:
+        return []
+    now = utcnow()
+    stmt = (
+        select(Job)
+        .where(
+            Job.status == JobStatus.QUEUED.value,
+            Job.device_class == device_class,
+            Job.updated_at < now - timedelta(seconds=older_than_s),
+        )
+        .order_by(Job.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    jobs = session.scalars(stmt).all()
+    for job in jobs:
+        job.updated_at = now
+        _event(session, job, "status", f"no worker took the job for {older_than_s:g}s; dispatched again")
+    return [job.id for job in jobs]
 
 
 def get_job(session: Session, job_id: str) -> Job | None:

@@ -63,7 +63,9 @@ class TenantRepository:
         if self.session.get_bind().dialect.name == "sqlite":  # no row locks: a write takes the database's lock
             self.session.execute(update(Tenant).where(Tenant.id == self.tenant_id).values(name=Tenant.name))
         else:
-            self.session.execute(select(Tenant.id).where(Tenant.id == self.tenant_id).with_for_update())
+            # FOR NO KEY UPDATE: serialises submissions without waiting for the key-share locks that every
+            # insert of a job, event or artifact of this tenant takes (a worker mid-transaction)
+            self.session.execute(select(Tenant.id).where(Tenant.id == self.tenant_id).with_for_update(key_share=True))
 
     def count_active_jobs(self) -> int:
         """Jobs that hold or wait for a worker: queued, running, cancelling."""

@@ -11,10 +11,13 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
@@ -27,12 +30,13 @@ from infoprune_jobs.models import Artifact, Job, Tenant
 from infoprune_jobs.repository import TenantRepository
 from infoprune_jobs.settings import Settings
 from infoprune_jobs.states import JobStatus
-from infoprune_jobs.storage import ArtifactStorage, get_tree
+from infoprune_jobs.storage import ArtifactStorage, StorageError, get_tree
 from infoprune_jobs.webhooks import deliver
 from worker.heartbeat import Heartbeat, JobCancelled, LeaseLost
 from worker.progress import ProgressWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,12 +84,10 @@ def run_job(ctx: RunnerContext, job_id: str, owner: str | None = None) -> str:
                 log.warning("lease lost; another worker owns the job now")
                 return "lost"
             try:
-                with transaction(ctx.sessions) as session:
-                    done = leases.finish(
-                        session, job_id, owner, status, error=error, report=report, artifacts=artifacts
-                    )
+                record = partial(_finish, ctx, job_id, owner, status, error=error, report=report, artifacts=artifacts)
+                done = _while_db_away(ctx.settings.db_retry_s, record)
             except OperationalError:
-                raise  # the database is away: the task retries; the lease protects the outcome
+                raise  # the database stayed away: the task retries; the lease protects the outcome
             except Exception:  # the outcome itself cannot be stored: record a failure instead
                 log.exception("could not record the outcome")
                 status, error = JobStatus.FAILED, "internal error: the result could not be recorded"
@@ -98,6 +100,27 @@ def run_job(ctx: RunnerContext, job_id: str, owner: str | None = None) -> str:
         if claim.webhook_url:
             _send_webhook(ctx, job_id, claim.webhook_url)
         return status.value
+
+
+def _finish(ctx: RunnerContext, job_id: str, owner: str, status: JobStatus, **outcome: Any) -> bool:
+    with transaction(ctx.sessions) as session:
+        return leases.finish(session, job_id, owner, status, **outcome)
+
+
+def _while_db_away(limit_s: float, op: Callable[[], T]) -> T:
+    """Run ``op``, retrying with backoff for up to ``limit_s`` while the database is unreachable
+    (a restart or failover); the heartbeat keeps trying to hold the lease meanwhile."""
+    deadline = time.monotonic() + limit_s
+    delay = 0.25
+    while True:
+        try:
+            return op()
+        except OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable; retrying in %.2fs", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _execute(
@@ -120,6 +143,9 @@ def _execute(
             artifacts = _upload(ctx, claim, Path(result.output_dir), heartbeat)
             report = json_safe(result.report)
             return JobStatus.SUCCEEDED, None, report, artifacts
+        except StorageError as exc:
+            log.warning("artifact upload failed: %s", exc)
+            return JobStatus.FAILED, f"could not store the artifacts: {exc}"[:4000], None, []
         except (InfoPruneError, JobFailed) as exc:
             log.info("job failed: %s", exc)
             return JobStatus.FAILED, str(exc)[:4000], None, []
@@ -133,7 +159,7 @@ def _execute(
         return None, None, None, []
     except SoftTimeLimitExceeded:
         log.warning("job hit the time limit")
-        return JobStatus.FAILED, f"time limit of {ctx.settings.job_time_limit_s}s exceeded", None, []
+        return JobStatus.FAILED, f"the job exceeded its time limit ({ctx.settings.job_time_limit_s}s)", None, []
     except Exception as exc:
         log.exception("job crashed")
         return JobStatus.FAILED, f"internal error ({type(exc).__name__}); see worker logs", None, []
@@ -173,10 +199,20 @@ def _materialise_source(ctx: RunnerContext, claim: leases.Claim, work: Path, pro
 
 
 def _upload(ctx: RunnerContext, claim: leases.Claim, out_dir: Path, heartbeat: Heartbeat) -> list[Artifact]:
+    """Upload the output files under the job's prefix. Keys depend only on the job and file name, so a
+    second attempt overwrites the first one's objects instead of adding to them. The artifacts become
+    visible only when :func:`leases.finish` records them with the outcome."""
     prefix = f"tenants/{claim.tenant_id}/jobs/{claim.job_id}"
     artifacts = []
     for path in sorted(p for p in out_dir.rglob("*") if p.is_file() and not p.is_symlink()):
-        heartbeat.check()
+        try:
+            heartbeat.check()
+        except JobCancelled:  # the job is still ours: leave nothing of it in the store (best effort)
+            try:
+                ctx.storage.delete_prefix(prefix)
+            except StorageError:
+                log.warning("could not remove the uploaded files of a cancelled job", exc_info=True)
+            raise
         name = path.relative_to(out_dir).as_posix()
         key = f"{prefix}/{name}"
         ctx.storage.put_file(key, path)

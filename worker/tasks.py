@@ -8,14 +8,17 @@ from typing import Any
 
 from celery import Celery, signals
 from celery.app import app_or_default
+from celery.exceptions import TimeLimitExceeded
+from kombu.exceptions import ChannelError
 from sqlalchemy.exc import OperationalError
 
 from infoprune_jobs import leases
 from infoprune_jobs.db import make_engine, make_sessionmaker, transaction
 from infoprune_jobs.dispatch import TASK_NAME
 from infoprune_jobs.settings import Settings
+from infoprune_jobs.states import JobStatus
 from infoprune_jobs.storage import make_storage
-from worker.runner import RunnerContext, prepare_process, run_job
+from worker.runner import RunnerContext, prepare_process, run_job, worker_id
 
 log = logging.getLogger(__name__)
 _ctx: RunnerContext | None = None
@@ -41,14 +44,52 @@ def register(app: Celery) -> None:
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=60)
     def run(self: Any, job_id: str) -> str:
         try:
-            return run_job(runner_context(), job_id)
+            # the task id in the lease owner lets the main process find the job at the hard time limit
+            return run_job(runner_context(), job_id, f"{worker_id()}:{self.request.id}"[:128])
         except OperationalError as exc:  # database unreachable: keep the message alive, try again
             log.warning("database unavailable; retrying the task", extra={"job_id": job_id})
             raise self.retry(exc=exc, countdown=10) from exc
 
 
+@signals.task_failure.connect
+def _hard_time_limit(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **kwargs: Any
+) -> None:
+    """A job that ignored the soft time limit (stuck in a long native call, a hung connection) is
+    killed by the pool at the hard one, in the worker's main process: record why, so the job fails
+    with that reason instead of being requeued as if its worker had died. In a thread: the dying
+    process may still hold the job's row, and the main process must not wait for it."""
+    args = kwargs.get("args") or []
+    if getattr(sender, "name", None) != TASK_NAME or not isinstance(exception, TimeLimitExceeded) or not args:
+        return
+    threading.Thread(target=_fail_timed_out, args=(args[0], task_id), name="infoprune-time-limit", daemon=True).start()
+
+
+def _fail_timed_out(job_id: str, task_id: str) -> None:
+    ctx = runner_context()
+    error = f"the job exceeded its time limit ({ctx.settings.job_time_limit_s}s)"
+    try:
+        with transaction(ctx.sessions) as session:
+            job = leases.get_job(session, job_id)
+            owner = job.lease_owner if job is not None else None
+            # only while the killed task holds it (Celery may signal the failure twice; one records it)
+            if owner is None or not owner.endswith(f":{task_id}"):
+                return
+            if leases.finish(session, job_id, owner, JobStatus.FAILED, error=error):
+                log.warning("job killed at the hard time limit", extra={"job_id": job_id})
+    except Exception:
+        log.exception("could not record the hard time limit; the lease reaper will handle the job")
+
+
 class Reaper:
-    """Requeues jobs whose worker died (lease expired): runs in each worker's main process."""
+    """Runs in each worker's main process, once at start and then every ``reaper_interval_s``:
+
+    - jobs whose worker died (lease expired) are requeued and dispatched again, or failed once they
+      lost ``max_attempts`` workers (:func:`leases.requeue_expired`);
+    - jobs queued for longer than ``queued_redispatch_after_s`` while their broker queue holds fewer
+      messages than there are queued jobs (the broker lost messages, e.g. Redis restarted without its
+      data) are dispatched again (:func:`leases.take_stale_queued`).
+    """
 
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
@@ -62,20 +103,55 @@ class Reaper:
     def stop(self) -> None:
         self._stop.set()
 
+    def _send(self, job_id: str, device_class: str) -> None:
+        self.app.send_task(TASK_NAME, args=[job_id], queue=self.settings.queue_for(device_class))
+
     def reap_once(self) -> list[str]:
+        """Requeue the jobs of lost workers; returns their ids."""
         with transaction(runner_context().sessions) as session:
             requeued = leases.requeue_expired(session, self.settings.max_attempts)
         for job_id, device_class in requeued:
             log.warning("requeueing job of a lost worker", extra={"job_id": job_id})
-            self.app.send_task(TASK_NAME, args=[job_id], queue=self.settings.queue_for(device_class))
+            self._send(job_id, device_class)
         return [job_id for job_id, _ in requeued]
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.settings.reaper_interval_s):
+    def queue_depth(self, queue: str) -> int:
+        """Messages waiting in a broker queue (0 when the broker does not know the queue)."""
+        with self.app.connection_for_read() as conn:
             try:
-                self.reap_once()
-            except Exception:
-                log.exception("reaper pass failed")
+                return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+            except ChannelError:
+                return 0
+
+    def redispatch_lost(self) -> list[str]:
+        """Send again the queued jobs whose messages the broker lost; returns their ids."""
+        sessions = runner_context().sessions
+        with transaction(sessions) as session:
+            counts = leases.queued_counts(session)
+        sent: list[str] = []
+        for device_class, queued in counts.items():
+            missing = queued - self.queue_depth(self.settings.queue_for(device_class))
+            if missing <= 0:
+                continue
+            with transaction(sessions) as session:
+                stale = leases.take_stale_queued(
+                    session, device_class, self.settings.queued_redispatch_after_s, missing
+                )
+            for job_id in stale:
+                log.warning("dispatching a queued job again (broker message lost?)", extra={"job_id": job_id})
+                self._send(job_id, device_class)
+            sent.extend(stale)
+        return sent
+
+    def _loop(self) -> None:
+        while True:
+            for name, step in (("lost workers", self.reap_once), ("lost messages", self.redispatch_lost)):
+                try:
+                    step()
+                except Exception:
+                    log.exception("reaper pass failed (%s)", name)
+            if self._stop.wait(self.settings.reaper_interval_s):
+                return
 
 
 _reaper: Reaper | None = None

@@ -32,5 +32,8 @@ def make_storage(settings: Settings) -> ArtifactStorage:
             secret_access_key=secret.get_secret_value() if secret else None,
             create_bucket=settings.s3_create_bucket,
             public_endpoint_url=settings.s3_public_endpoint_url,
+            attempts=settings.storage_attempts,
+            backoff_s=settings.storage_backoff_s,
+            backoff_max_s=settings.storage_backoff_max_s,
         )
     return LocalStorage(settings.artifact_dir, settings.signing_key)
