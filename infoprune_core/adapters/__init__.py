@@ -5,11 +5,18 @@ from __future__ import annotations
 from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, Part
 from infoprune_core.adapters.bert import BertAdapter
 from infoprune_core.adapters.clip import ClipVisionAdapter
+from infoprune_core.adapters.dinov2 import Dinov2VisionAdapter
 from infoprune_core.adapters.llama import LlamaAdapter
-from infoprune_core.adapters.llava import LlavaAdapter
+from infoprune_core.adapters.llava import VISION_TOWER_TYPES, LlavaAdapter
 from infoprune_core.errors import UnsupportedModelError
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (LlamaAdapter, ClipVisionAdapter, BertAdapter, LlavaAdapter)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (
+    LlamaAdapter,
+    ClipVisionAdapter,
+    Dinov2VisionAdapter,
+    BertAdapter,
+    LlavaAdapter,
+)
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(t for a in ADAPTERS for t in a.model_types))
 
 
@@ -17,10 +24,10 @@ def adapter_for(model_type: str, vision_model_type: str | None = None) -> ModelA
     """The adapter of a `model_type`; for LLaVA the vision tower's type must be supported too."""
     for adapter_class in ADAPTERS:
         if model_type in adapter_class.model_types:
-            if vision_model_type is not None and vision_model_type not in ClipVisionAdapter.model_types:
+            if vision_model_type is not None and vision_model_type not in VISION_TOWER_TYPES:
                 raise UnsupportedModelError(
                     f"LLaVA with a {vision_model_type!r} vision tower is not supported; supported towers: "
-                    + ", ".join(ClipVisionAdapter.model_types)
+                    + ", ".join(VISION_TOWER_TYPES)
                 )
             return adapter_class()
     raise UnsupportedModelError(

@@ -1,12 +1,27 @@
-"""LLaVA: a CLIP/SigLIP vision tower, a projector and a LLaMA-family language model."""
+"""LLaVA: a CLIP/SigLIP/DINOv2 vision tower, a projector and a LLaMA-family language model."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, Part
+from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, Part, StackAdapter
 from infoprune_core.adapters.clip import ClipVisionAdapter
+from infoprune_core.adapters.dinov2 import Dinov2VisionAdapter
 from infoprune_core.adapters.llama import LlamaAdapter
+from infoprune_core.errors import UnsupportedModelError
+
+VISION_TOWERS: tuple[type[StackAdapter], ...] = (ClipVisionAdapter, Dinov2VisionAdapter)
+VISION_TOWER_TYPES: tuple[str, ...] = tuple(t for adapter in VISION_TOWERS for t in adapter.model_types)
+
+
+def vision_tower_adapter(model_type: str) -> StackAdapter:
+    """The adapter of a LLaVA vision tower's `model_type`."""
+    for adapter_class in VISION_TOWERS:
+        if model_type in adapter_class.model_types:
+            return adapter_class()
+    raise UnsupportedModelError(
+        f"LLaVA with a {model_type!r} vision tower is not supported; supported towers: {', '.join(VISION_TOWER_TYPES)}"
+    )
 
 
 def _module_path(model: nn.Module, suffix: str) -> str:
@@ -35,7 +50,9 @@ class LlavaAdapter(ModelAdapter):
 
     def _sites(self, model: nn.Module) -> tuple[list[AttentionSite], list[FFNSite]]:
         vision, _, language = self._paths(model)
-        vision_attention, vision_ffn = ClipVisionAdapter().sites_under(model, vision, "vision")
+        tower = model.get_submodule(vision)
+        tower_type = str(getattr(getattr(tower, "config", None), "model_type", "clip_vision_model"))
+        vision_attention, vision_ffn = vision_tower_adapter(tower_type).sites_under(model, vision, "vision")
         language_attention, language_ffn = LlamaAdapter().sites_under(model, language, "language")
         return vision_attention + language_attention, vision_ffn + language_ffn
 

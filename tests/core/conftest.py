@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from tests.core.tiny_models import FAMILIES, save_with_processor
+from tests.core.tiny_models import FAMILIES, IMAGE_FAMILIES, save_with_processor
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -43,4 +43,4 @@ def shapes_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def calibration_for(family: str, shapes: Path) -> str | None:
     """Vision families calibrate on images; text families use the shipped text set."""
-    return str(shapes) if family in ("clip", "siglip", "llava") else None
+    return str(shapes) if family in IMAGE_FAMILIES else None

@@ -14,6 +14,8 @@ from transformers import (
     CLIPImageProcessor,
     CLIPVisionConfig,
     CLIPVisionModel,
+    Dinov2Config,
+    Dinov2Model,
     LlamaConfig,
     LlamaForCausalLM,
     LlavaConfig,
@@ -75,9 +77,20 @@ def tiny_clip(siglip: bool = False) -> PreTrainedModel:
     return CLIPVisionModel(CLIPVisionConfig(**VISION)).eval()
 
 
-def tiny_llava() -> PreTrainedModel:
+def dinov2_config() -> Dinov2Config:
+    # mlp_ratio sets the FFN width (no intermediate_size); layer scales start away from 1 to be seen.
+    layout = {k: v for k, v in VISION.items() if k != "intermediate_size"}
+    return Dinov2Config(**layout, mlp_ratio=2, layerscale_value=0.5)
+
+
+def tiny_dinov2() -> PreTrainedModel:
     torch.manual_seed(0)
-    vision = CLIPVisionConfig(**VISION)
+    return Dinov2Model(dinov2_config()).eval()
+
+
+def tiny_llava(dinov2: bool = False) -> PreTrainedModel:
+    torch.manual_seed(0)
+    vision = dinov2_config() if dinov2 else CLIPVisionConfig(**VISION)
     text = LlamaConfig(**DECODER, vocab_size=len(WORDS) + 5, max_position_embeddings=256)
     config = LlavaConfig(
         vision_config=vision,
@@ -96,7 +109,12 @@ FAMILIES: dict[str, Callable[[], PreTrainedModel]] = {
     "clip": tiny_clip,
     "siglip": lambda: tiny_clip(siglip=True),
     "llava": tiny_llava,
+    "dinov2": tiny_dinov2,
+    "llava_dinov2": lambda: tiny_llava(dinov2=True),
 }
+VISION_TYPES = ("clip_vision_model", "siglip_vision_model", "dinov2")
+# Families that calibrate on images (the others use the shipped text set).
+IMAGE_FAMILIES = ("clip", "siglip", "llava", "dinov2", "llava_dinov2")
 
 
 def save_with_processor(model: PreTrainedModel, directory: Path) -> Path:
@@ -114,7 +132,7 @@ def save_with_processor(model: PreTrainedModel, directory: Path) -> Path:
             num_additional_image_tokens=1,
         )
         processor.save_pretrained(directory)
-    elif model_type in ("clip_vision_model", "siglip_vision_model"):
+    elif model_type in VISION_TYPES:
         image_processor.save_pretrained(directory)
     else:
         word_tokenizer().save_pretrained(directory)
@@ -124,7 +142,7 @@ def save_with_processor(model: PreTrainedModel, directory: Path) -> Path:
 def sample_inputs(model: PreTrainedModel, batch: int = 2, length: int = 12) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     model_type = model.config.model_type
-    if model_type in ("clip_vision_model", "siglip_vision_model"):
+    if model_type in VISION_TYPES:
         return {"pixel_values": torch.randn(batch, 3, IMAGE, IMAGE, generator=generator)}
     if model_type == "llava":
         image_tokens = (IMAGE // 8) ** 2 + 1

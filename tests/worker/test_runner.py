@@ -182,7 +182,13 @@ def test_reports_are_made_json_safe_for_every_database() -> None:
 
     from worker.runner import json_safe
 
-    report = {"kl": float("nan"), "ranks": (1, float("inf")), "cos": np.float32(0.5), "t": torch.tensor(2.0),
-              "path": Path("/x"), 3: True}
+    report = {
+        "kl": float("nan"),
+        "ranks": (1, float("inf")),
+        "cos": np.float32(0.5),
+        "t": torch.tensor(2.0),
+        "path": Path("/x"),
+        3: True,
+    }
     assert json_safe(report) == {"kl": None, "ranks": [1, None], "cos": 0.5, "t": 2.0, "path": "/x", "3": True}
     json.dumps(json_safe(report), allow_nan=False)
