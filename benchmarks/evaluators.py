@@ -7,6 +7,7 @@ real English prose, and a different source from the stdlib docstrings the text m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +93,7 @@ def perplexity(model: nn.Module, token_ids: torch.Tensor, batch_size: int) -> Me
     return {"perplexity": float(torch.tensor(total_loss / total_tokens).exp())}
 
 
-def perplexity_windows(tokenizer, texts: Sequence[str], windows: int, length: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def perplexity_windows(tokenizer: Any, texts: Sequence[str], windows: int, length: int) -> torch.Tensor:
     """`windows` consecutive windows of `length` tokens from the concatenated texts."""
     ids: list[int] = []
     for text in texts:

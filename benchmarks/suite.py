@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suite_cell import METHODS, CellSpec
-from benchmarks.suite_report import write_report
+from benchmarks.suite_report import summary_markdown, write_report
 from benchmarks.suite_targets import TARGETS
 
 RESULTS = Path(__file__).parent / "results"
@@ -103,6 +103,9 @@ def main() -> None:
                     flush=True,
                 )
         print(write_report(args.results, TARGETS[target]))
+    summary = summary_markdown(args.results, [TARGETS[name] for name in sorted(TARGETS)])
+    (args.results / "suite" / "SUMMARY.md").write_text(summary + "\n")
+    print(summary)
 
 
 if __name__ == "__main__":

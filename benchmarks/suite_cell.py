@@ -177,8 +177,9 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as scratch:
+            details: dict[str, Any] = {}
             if spec.method == "original":
-                compressed, details = load_model(target.model_dir(), spec.device).model, {}
+                compressed = load_model(target.model_dir(), spec.device).model
             elif spec.method in PEER_METHODS:
                 compressed, details = compress_with_peer(spec, target, load_model(target.model_dir(), spec.device))
             else:

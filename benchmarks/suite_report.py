@@ -43,8 +43,18 @@ def verdicts(rows: list[dict[str, Any]], target: Target) -> list[dict[str, Any]]
         win = None
         if best_ours and best_theirs:
             win = not _better(best_theirs[1], best_ours[1], target.higher_is_better)
+        gates = next((r for r in cell_rows if r["method"] == "infoprune" and r["status"] == "ok"), None)
+        efficiency = gates["speedup"]["batch32"] * gates["total_flops_ratio"] if gates else None
         out.append(
-            {"scope": scope, "budget": budget, "ours": best_ours, "best_other": best_theirs, "infoprune_wins": win}
+            {
+                "scope": scope,
+                "budget": budget,
+                "ours": best_ours,
+                "best_other": best_theirs,
+                "infoprune_wins": win,
+                # measured speed-up at batch 32 over the whole-model FLOP reduction, trained InfoPrune
+                "speedup_over_flop_reduction": efficiency,
+            }
         )
     return out
 
@@ -208,3 +218,34 @@ def write_report(results: Path, target: Target) -> str:
     (folder / f"{target.name}.md").write_text(text)
     plot(rows, target, folder)
     return text
+
+
+def summary_markdown(results: Path, targets: list[Target]) -> str:
+    """One row per (target, scope, budget): InfoPrune's best against the best baseline or peer tool."""
+    header = [
+        "target",
+        "scope",
+        "FLOPs kept",
+        "metric",
+        "InfoPrune best",
+        "best baseline / peer",
+        "InfoPrune wins",
+        "speed-up b32 / FLOP reduction (gates)",
+    ]
+    body = []
+    for target in targets:
+        for verdict in verdicts(load_cells(results, target.name), target):
+            ours, other = verdict["ours"], verdict["best_other"]
+            body.append(
+                [
+                    target.name,
+                    verdict["scope"],
+                    _fmt(verdict["budget"], 2),
+                    target.metric,
+                    f"{ours[0]} {ours[1]:.3f}" if ours else "-",
+                    f"{other[0]} {other[1]:.3f}" if other else "-",
+                    {True: "yes", False: "**no**", None: "-"}[verdict["infoprune_wins"]],
+                    _fmt(verdict["speedup_over_flop_reduction"], 2),
+                ]
+            )
+    return markdown_table(header, body)

