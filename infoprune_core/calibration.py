@@ -118,8 +118,11 @@ def default_text_samples(count: int = 256) -> list[Sample]:
     ]
     paragraphs: list[str] = []
     for module in modules:
-        for _, member in inspect.getmembers(module):
-            doc = inspect.getdoc(member) if callable(member) or inspect.ismodule(member) else None
+        # The module and its callables only: which submodules a package exposes as attributes depends
+        # on what the process imported before, and the set must not.
+        members = [module, *(member for _, member in inspect.getmembers(module) if callable(member))]
+        for member in members:
+            doc = inspect.getdoc(member)
             for paragraph in (doc or "").split("\n\n"):
                 words = paragraph.split()
                 if len(words) >= 12 and paragraph[:1].isupper():
