@@ -45,7 +45,7 @@ def test_unreachable_budget_says_what_is_reachable(model_dirs, tmp_path: Path) -
     with pytest.raises(BudgetError, match=r"parts that are not compressed already cost 0\.\d+"):
         compress(str(model_dirs["llama"]), tmp_path / "out", below_fixed)
     # GQA keeps one query head per KV group: heads alone cannot go this low.
-    past_head_floor = CompressionConfig(target_flops_ratio=0.8, ffn="none", **FAST)
+    past_head_floor = CompressionConfig(target_flops_ratio=0.76, ffn="none", **FAST)  # floor ~0.81, fixed 0.71
     with pytest.raises(BudgetError, match=r"closest reachable is 0\.\d+"):
         compress(str(model_dirs["llama"]), tmp_path / "out", past_head_floor)
     assert not (tmp_path / "out").exists(), "nothing is written on failure"
