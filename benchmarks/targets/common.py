@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,3 +132,11 @@ def is_built(folder: Path, recipe_version: int) -> bool:
         return False
     files = manifest.get("files") or {}
     return all((folder / str(relative)).exists() for relative in files.values())
+
+
+def empty_folder(folder: Path) -> Path:
+    """`folder`, emptied (or created) for a fresh build."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder

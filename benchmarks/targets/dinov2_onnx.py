@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.targets.common import BuildRecord, is_built, sha256_file
+from benchmarks.targets.common import BuildRecord, empty_folder, is_built, sha256_file
 
 NAME = "dinov2-small"
 RECIPE_VERSION = 1
@@ -208,9 +207,7 @@ def build(root: Path, force: bool = False) -> Path:
     folder = root / NAME
     if not force and is_built(folder, RECIPE_VERSION):
         return folder
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    empty_folder(folder)
     record = BuildRecord(NAME, RECIPE_VERSION, seeds={"verification_noise": 0})
     path = onnx_path()
     record.sources = {

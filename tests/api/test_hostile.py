@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from typing import Any
 
 import pytest
 
 from tests.api.conftest import JOB, Api
+from tests.archives import tgz
 
 PROBLEM = "application/problem+json"
 
@@ -219,18 +218,8 @@ def test_unhandled_errors_are_500_problems(api: Api, monkeypatch: pytest.MonkeyP
     assert "secret internals" not in body["detail"]
 
 
-def _tgz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_model_upload_limits_and_tenancy(api: Api) -> None:
-    good = _tgz({"m/config.json": b"{}", "m/model.safetensors": b"\0" * 1000})
+    good = tgz({"m/config.json": b"{}", "m/model.safetensors": b"\0" * 1000})
     h = {**api.headers(), "Content-Type": "application/gzip"}
     r = api.client.post("/v1/models?name=tiny", content=good, headers=h)
     assert r.status_code == 201, r.text
@@ -257,7 +246,7 @@ def test_model_upload_limits_and_tenancy(api: Api) -> None:
         {"config.json": b"{}", "pytorch_model.bin": b"\0"},
         {"config.json": b"{}", "model.safetensors": b"\0" * 300_000},
     ):
-        assert_problem(api.client.post("/v1/models", content=_tgz(bad), headers=h), 422)
+        assert_problem(api.client.post("/v1/models", content=tgz(bad), headers=h), 422)
     assert_problem(api.client.post("/v1/models?name=../../x", content=good, headers=h), 422)
 
 
@@ -278,7 +267,7 @@ def test_s3_sources_only_from_listed_buckets_never_the_artifact_bucket(service_e
             r = api.client.post("/v1/jobs", json={**JOB, "source": source}, headers=api.headers())
             assert_problem(r, 422)
         # the store is down (nothing listens there): an upload is refused with 503, not a crash
-        archive = _tgz({"config.json": b"{}", "model.safetensors": b"\0"})
+        archive = tgz({"config.json": b"{}", "model.safetensors": b"\0"})
         r = api.client.post(
             "/v1/models", content=archive, headers={**api.headers(), "Content-Type": "application/gzip"}
         )

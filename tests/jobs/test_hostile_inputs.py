@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 from infoprune_jobs.archive import ArchiveRejected, extract_model_archive
 from infoprune_jobs.sources import ModelConfigRejected, check_model_config, estimate_parameters
 from infoprune_jobs.webhooks import WebhookRejected, check_webhook_url, deliver
+from tests.archives import tgz
 
 LIMITS = {"max_bytes": 1_000_000, "max_members": 20, "max_parameters": 10_000_000_000}
 ABSURD_CONFIGS = [
@@ -30,16 +30,6 @@ ABSURD_CONFIGS = [
     {"model_type": "mixtral", "hidden_size": 4096, "num_local_experts": 10**5, "num_hidden_layers": 32},
     {"model_type": "gpt2", "n_embd": 10**7, "n_layer": 10**4},
 ]
-
-
-def _tgz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _extract(tmp_path: Path, data: bytes, **limits: Any) -> list[tuple[str, int]]:
@@ -54,7 +44,7 @@ MODEL = {"config.json": b'{"model_type": "bert", "hidden_size": 32}', "model.saf
 @pytest.mark.parametrize("cut", [0.0005, 0.3, 0.6, 0.95])
 def test_truncated_archives_are_refused(tmp_path: Path, cut: float) -> None:
     big = {**MODEL, "model.safetensors": bytes(range(256)) * 400}
-    data = _tgz(big)
+    data = tgz(big)
     with pytest.raises(ArchiveRejected):
         _extract(tmp_path, data[: int(len(data) * cut)])
     buf = io.BytesIO()
@@ -66,7 +56,7 @@ def test_truncated_archives_are_refused(tmp_path: Path, cut: float) -> None:
 
 
 def test_corrupt_and_encrypted_archives_are_refused_not_crashes(tmp_path: Path) -> None:
-    data = bytearray(_tgz({**MODEL, "model.safetensors": bytes(range(256)) * 400}))
+    data = bytearray(tgz({**MODEL, "model.safetensors": bytes(range(256)) * 400}))
     data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # flipped bytes inside the deflate stream
     with pytest.raises(ArchiveRejected, match="corrupt"):
         _extract(tmp_path / "flip", bytes(data))
@@ -84,7 +74,7 @@ def test_corrupt_and_encrypted_archives_are_refused_not_crashes(tmp_path: Path) 
 
 
 def test_gzip_tar_bomb_stops_at_the_limit_without_writing_it(tmp_path: Path) -> None:
-    data = _tgz({**MODEL, "weights.safetensors": b"\0" * 50_000_000})  # 50 MB of zeros: ~50 KB compressed
+    data = tgz({**MODEL, "weights.safetensors": b"\0" * 50_000_000})  # 50 MB of zeros: ~50 KB compressed
     assert len(data) < 100_000
     with pytest.raises(ArchiveRejected, match="size limit"):
         _extract(tmp_path, data)
@@ -97,13 +87,13 @@ def test_gzip_tar_bomb_stops_at_the_limit_without_writing_it(tmp_path: Path) -> 
 )
 def test_pickle_only_weights_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ArchiveRejected, match="safetensors"):
-        _extract(tmp_path, _tgz({"config.json": MODEL["config.json"], name: b"\x80\x04K\x01."}))
+        _extract(tmp_path, tgz({"config.json": MODEL["config.json"], name: b"\x80\x04K\x01."}))
 
 
 @pytest.mark.parametrize("config", ABSURD_CONFIGS)
 def test_archive_with_an_absurd_config_is_refused(tmp_path: Path, config: dict[str, Any]) -> None:
     with pytest.raises(ArchiveRejected, match="parameters"):
-        _extract(tmp_path, _tgz({**MODEL, "config.json": json.dumps(config).encode()}))
+        _extract(tmp_path, tgz({**MODEL, "config.json": json.dumps(config).encode()}))
 
 
 def test_config_checks(tmp_path: Path) -> None:
