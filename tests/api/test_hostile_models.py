@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import JOB, Api
-from tests.api.test_hostile import _tgz, assert_problem
+from tests.api.test_hostile import assert_problem
+from tests.archives import tgz
 from tests.jobs.test_hostile_inputs import ABSURD_CONFIGS
 
 GZIP = {"Content-Type": "application/gzip"}
@@ -18,7 +19,7 @@ GZIP = {"Content-Type": "application/gzip"}
 
 @pytest.mark.parametrize("config", ABSURD_CONFIGS[:3])
 def test_absurd_configs_are_refused_at_upload_and_as_local_sources(api: Api, config: dict[str, Any]) -> None:
-    archive = _tgz({"m/config.json": json.dumps(config).encode(), "m/model.safetensors": b"\0" * 64})
+    archive = tgz({"m/config.json": json.dumps(config).encode(), "m/model.safetensors": b"\0" * 64})
     body = assert_problem(api.client.post("/v1/models", content=archive, headers={**api.headers(), **GZIP}), 422)
     assert "parameters" in body["detail"]
     (api.root / "huge").mkdir()
@@ -29,7 +30,7 @@ def test_absurd_configs_are_refused_at_upload_and_as_local_sources(api: Api, con
 
 def test_a_sane_config_passes_and_a_truncated_upload_is_refused(api: Api) -> None:
     config = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 100}
-    archive = _tgz({"config.json": json.dumps(config).encode(), "model.safetensors": bytes(range(256)) * 40})
+    archive = tgz({"config.json": json.dumps(config).encode(), "model.safetensors": bytes(range(256)) * 40})
     assert api.client.post("/v1/models", content=archive, headers={**api.headers(), **GZIP}).status_code == 201
     for cut in (10, len(archive) // 2):
         r = api.client.post("/v1/models", content=archive[:cut], headers={**api.headers(), **GZIP})

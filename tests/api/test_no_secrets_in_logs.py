@@ -20,7 +20,7 @@ from infoprune_jobs.db import make_engine, make_sessionmaker, transaction
 from infoprune_jobs.models import Artifact, Job, Tenant, utcnow
 from infoprune_jobs.repository import TenantAdmin
 from infoprune_jobs.settings import Settings
-from tests.api.test_hostile import _tgz
+from tests.archives import tgz
 from tests.conftest import RUN_ID, S3Server, free_port
 from tests.service.helpers import create_key, env_for, start, stop, wait_until
 
@@ -73,7 +73,7 @@ def _exercise(client: Any, key: str, settings: Settings) -> list[str]:
     assert client.get("/v1/jobs", headers=h).status_code == 200
     assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {bad}"}).status_code == 401
     assert client.get(f"/v1/jobs?api_key={bad}", headers={"Authorization": f"Basic {bad}"}).status_code == 401
-    archive = _tgz({"config.json": b'{"model_type": "bert"}', "model.safetensors": b"\0" * 64})
+    archive = tgz({"config.json": b'{"model_type": "bert"}', "model.safetensors": b"\0" * 64})
     assert (
         client.post("/v1/models", content=archive, headers={**h, "Content-Type": "application/gzip"}).status_code == 201
     )
