@@ -18,3 +18,4 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+bash scripts/setup_ui.sh  # Swagger UI assets for /docs (npm), Chromium for tests/ui (apt), when missing
