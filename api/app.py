@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 from api import metrics, problems
 from api.context import AppContext
 from api.limits import BodyLimitMiddleware, make_rate_limiter
-from api.routes import files, health, jobs, keys, models
+from api.routes import files, health, jobs, keys, models, ui
 from infoprune_jobs.db import make_engine, make_sessionmaker
 from infoprune_jobs.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
 from infoprune_jobs.settings import Settings
@@ -43,12 +43,15 @@ def create_app(ctx: AppContext) -> FastAPI:
         version="1",
         summary="Compression-as-a-service for vision-language models",
         description="Errors are RFC 9457 problem details (application/problem+json).",
+        docs_url=None,  # served by api.routes.ui with local Swagger UI assets
+        redoc_url=None,
     )
     app.state.ctx = ctx
     problems.install(app)
     for router in (jobs.router, models.router, keys.router, files.router, health.router):
         app.include_router(router)
     problems.document(app)
+    ui.install(app)
     app.middleware("http")(metrics.middleware)
     app.middleware("http")(_access_log)
     app.add_middleware(
