@@ -52,7 +52,8 @@ class Traffic:
     problems: list[str] = field(default_factory=list)  # console errors and uncaught page errors
 
 
-@pytest.fixture(scope="session")
+# package scope: the server and the browser stop once tests/ui are done
+@pytest.fixture(scope="package")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     from tests.core.tiny_models import FAMILIES, save_with_processor
 
@@ -80,7 +81,7 @@ def _up(client: httpx.Client) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/setup_ui.sh` (apt-get install chromium)")
