@@ -152,3 +152,22 @@ def test_a_refused_key_is_not_kept_and_forget_clears_it(page: Any, dashboard: Da
     page.click("#forget")
     page.wait_for_selector("#login")
     assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_the_form_shows_a_refusal_and_a_job_can_be_cancelled(page: Any, dashboard: Dashboard, shot: Any) -> None:
+    sign_in(page, dashboard)
+    page.click("nav >> text=New job")
+    page.fill("#submit-job [name=source]", "../outside")
+    page.click("#submit-job button[type=submit]")
+    page.wait_for_selector("#submit-job .error:not([hidden])")
+    assert page.text_content("#submit-job .error").strip()  # the problem's detail
+    assert page.url.endswith("#/new")  # no job was created
+    shot(page, "refused")
+
+    body = {"source": "tiny-llava", "config": {**FAST_CONFIG, "gate_steps": 5000}}
+    job_id = dashboard.client.post("/v1/jobs", json=body, headers=dashboard.headers).json()["id"]
+    page.goto(f"{dashboard.base}/ui#/jobs/{job_id}")
+    page.click("#cancel")
+    page.wait_for_selector("#overview [data-field=status] [data-status=cancelled]", timeout=JOB_TIMEOUT_MS)
+    page.wait_for_selector("#report >> text=No report: the job cancelled.")
+    assert dashboard.client.get(f"/v1/jobs/{job_id}", headers=dashboard.headers).json()["status"] == "cancelled"
