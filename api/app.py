@@ -45,6 +45,8 @@ def create_app(ctx: AppContext) -> FastAPI:
         description="Errors are RFC 9457 problem details (application/problem+json).",
         docs_url=None,  # served by api.routes.ui with local Swagger UI assets
         redoc_url=None,
+        # operationId = the route function's name (create_job, get_job_report, ...): what generated clients call
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.ctx = ctx
     problems.install(app)

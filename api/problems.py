@@ -107,7 +107,7 @@ def document(app: FastAPI) -> None:
     """Make the OpenAPI schema say what the app does: every 4xx/5xx is problem+json (``ProblemOut``)."""
     from fastapi.openapi.utils import get_openapi
 
-    from api.schemas import ProblemOut
+    from infoprune_client.schemas import ProblemOut
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -1,7 +1,5 @@
 """InfoPrune job domain, shared by the API and the worker: settings, ORM models, the job state
-machine, tenant-scoped repositories, DB leases, artifact storage and the service CLI commands."""
+machine, tenant-scoped repositories, DB leases, artifact storage and the service CLI commands.
 
-from infoprune_jobs.settings import Settings
-from infoprune_jobs.states import TERMINAL, JobStatus
-
-__all__ = ["TERMINAL", "JobStatus", "Settings"]
+Import the modules themselves (``infoprune_jobs.settings``, ...): the package imports nothing, so the
+``infoprune`` command can load the service commands' parsers where only the client is installed."""

@@ -1,15 +1,23 @@
-"""Service subcommands of the ``infoprune`` console script: ``serve``, ``worker``, ``keys``.
+"""Service subcommands of the ``infoprune`` console script: ``serve``, ``worker``, ``migrate``, ``keys``.
 
-Registered through the ``infoprune.commands`` entry-point group; imported only when called.
+Registered through the ``infoprune.commands`` entry-point group. Registering imports nothing of the
+service (settings, database, Celery): those are imported when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from infoprune_jobs.settings import Settings
+if TYPE_CHECKING:
+    from infoprune_jobs.settings import Settings
+
+
+def _settings() -> Settings:
+    from infoprune_jobs.settings import Settings
+
+    return Settings()
 
 
 def register(subparsers: Any) -> None:
@@ -30,7 +38,16 @@ def register(subparsers: Any) -> None:
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU; default 1)")
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--hostname", default=None, help="Celery node name")
+    worker.add_argument(
+        "--metrics-port", type=int, default=None, help="serve job metrics here (default INFOPRUNE_WORKER_METRICS_PORT)"
+    )
     worker.set_defaults(func=cmd_worker)
+
+    migrate = subparsers.add_parser(
+        "migrate", help="bring the database (INFOPRUNE_DATABASE_URL) to the latest schema; from any directory"
+    )
+    migrate.add_argument("--revision", default="head", help="target revision (default head)")
+    migrate.set_defaults(func=cmd_migrate)
 
     keys = subparsers.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -62,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from infoprune_jobs.dispatch import LocalDispatcher
     from infoprune_jobs.logs import configure_logging
 
-    settings = Settings()
+    settings = _settings()
     configure_logging(settings.log_level)
     _prepare_db(settings, force=args.migrate)
     ctx = build_context(settings)
@@ -90,8 +107,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from infoprune_jobs import migrate
+
+    settings = _settings()
+    migrate.upgrade(settings.sqlalchemy_url, args.revision)
+    print(f"infoprune: database at revision {args.revision}", file=sys.stderr)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = Settings()
+    import os
+
+    if args.metrics_port is not None:  # read by worker.main, in this process
+        os.environ["INFOPRUNE_WORKER_METRICS_PORT"] = str(args.metrics_port)
+    settings = _settings()
     if settings.broker_url is None:
         print(
             "infoprune worker: set INFOPRUNE_BROKER_URL (e.g. redis://localhost:6379/0); "
@@ -103,10 +133,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     unknown = [c for c in classes if c not in settings.device_classes]
     if unknown:
         print(
-            f"infoprune worker: unknown device class {unknown}; known: {settings.device_classes}",
+            f"infoprune worker: device class {unknown} is not configured; configured (INFOPRUNE_DEVICE_CLASSES, "
+            f"the same for the API and every worker): {settings.device_classes}",
             file=sys.stderr,
         )
         return 2
+    from worker.devices import device_for, unusable_in_fresh_process
+
+    for device_class in classes:
+        if (problem := unusable_in_fresh_process(device_for(device_class))) is not None:
+            print(
+                f"infoprune worker: device class {device_class!r} needs {device_for(device_class)}: {problem}",
+                file=sys.stderr,
+            )
+            return 2
     from worker.main import app
 
     argv = [
@@ -136,7 +176,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         return 2
     from sqlalchemy.exc import SQLAlchemyError
 
-    settings = Settings()
+    settings = _settings()
     _prepare_db(settings)
     engine = make_engine(settings.sqlalchemy_url)
     try:
@@ -166,7 +206,7 @@ def _admin(action: Any) -> Any:
     from infoprune_jobs.db import make_engine, make_sessionmaker, transaction
     from infoprune_jobs.repository import TenantAdmin
 
-    engine = make_engine(Settings().sqlalchemy_url)
+    engine = make_engine(_settings().sqlalchemy_url)
     try:
         with transaction(make_sessionmaker(engine)) as session:
             return action(TenantAdmin(session))

@@ -10,13 +10,13 @@ found by :func:`take_stale_queued` and sent again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from infoprune_jobs.models import Artifact, Job, JobEvent, utcnow
+from infoprune_jobs.models import Artifact, Job, JobAttempt, JobEvent, utcnow
 from infoprune_jobs.states import ACTIVE, TERMINAL, JobStatus
 
 
@@ -27,9 +27,12 @@ class Claim:
     owner: str
     attempt: int
     source: str
+    source_kind: str
     config: dict[str, Any]
     device_class: str
     webhook_url: str | None
+    progress: float  # where the job's progress stands (never lower in this attempt)
+    queued_s: float  # since the job was submitted, or since its previous attempt was lost
 
 
 def _event(session: Session, job: Job, kind: str, message: str = "") -> None:
@@ -37,7 +40,10 @@ def _event(session: Session, job: Job, kind: str, message: str = "") -> None:
 
 
 def claim(session: Session, job_id: str, owner: str, ttl_s: float) -> Claim | None:
-    """Take the job if it is queued (or running under an expired lease). None: nothing to do."""
+    """Take the job if it is queued (or running under an expired lease). None: nothing to do.
+
+    Each claim starts a new attempt; the job's ``started_at`` stays the first attempt's start, and its
+    progress is kept (it never goes back, whatever the attempt)."""
     now = utcnow()
     result = session.execute(
         update(Job)
@@ -53,9 +59,8 @@ def claim(session: Session, job_id: str, owner: str, ttl_s: float) -> Claim | No
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=ttl_s),
             attempts=Job.attempts + 1,
-            started_at=now,
+            started_at=func.coalesce(Job.started_at, now),
             stage="loading",
-            progress=0.0,
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -64,6 +69,11 @@ def claim(session: Session, job_id: str, owner: str, ttl_s: float) -> Claim | No
         return None
     job = session.get(Job, job_id, populate_existing=True)
     assert job is not None
+    previous = job.attempt_history[-1] if job.attempt_history else None
+    if previous is not None and previous.outcome == "running":  # its worker died before the reaper saw it
+        previous.outcome, previous.finished_at = "lost", now
+    queued_since = previous.finished_at if previous is not None and previous.finished_at else job.created_at
+    job.attempt_history.append(JobAttempt(number=job.attempts, worker=owner, started_at=now))
     _event(session, job, "status", f"started (attempt {job.attempts}, worker {owner})")
     return Claim(
         job.id,
@@ -71,10 +81,20 @@ def claim(session: Session, job_id: str, owner: str, ttl_s: float) -> Claim | No
         owner,
         job.attempts,
         job.source,
+        job.source_kind,
         dict(job.config),
         job.device_class,
         job.webhook_url,
+        job.progress,
+        max((now - queued_since).total_seconds(), 0.0),
     )
+
+
+def _end_attempt(job: Job, outcome: str, now: datetime) -> None:
+    """Close the job's current attempt (if it has one that is still open)."""
+    current = job.attempt_history[-1] if job.attempt_history else None
+    if current is not None and current.number == job.attempts and current.outcome == "running":
+        current.outcome, current.finished_at = outcome, now
 
 
 def renew(session: Session, job_id: str, owner: str, ttl_s: float) -> JobStatus | None:
@@ -95,11 +115,12 @@ def renew(session: Session, job_id: str, owner: str, ttl_s: float) -> JobStatus 
 def record_progress(
     session: Session, job_id: str, owner: str, stage: str, progress: float, message: str, kind: str
 ) -> JobStatus | None:
-    """Write stage/progress (and an event) if we still hold the lease; returns the status or None (lost)."""
+    """Write stage/progress (and an event) if we still hold the lease; returns the status or None (lost).
+    Progress never decreases: a lower value (a retry, a stage the estimate got wrong) keeps the higher one."""
     job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None or job.lease_owner != owner or JobStatus(job.status) not in ACTIVE:
         return None
-    job.stage, job.progress = stage, progress
+    job.stage, job.progress = stage, max(job.progress, progress)
     _event(session, job, kind, message)
     return JobStatus(job.status)
 
@@ -122,6 +143,7 @@ def finish(
     now = utcnow()
     job.status, job.error, job.finished_at = status.value, error, now
     job.lease_owner, job.lease_expires_at = None, None
+    _end_attempt(job, status.value, now)
     if status is JobStatus.SUCCEEDED:
         job.report, job.stage, job.progress = report, "done", 1.0
         for artifact in artifacts or []:
@@ -151,6 +173,7 @@ def requeue_expired(session: Session, max_attempts: int = 3) -> list[tuple[str, 
             requeued.append((job.id, job.device_class))
             message = f"worker {job.lease_owner} lost; requeued"
         job.lease_owner, job.lease_expires_at = None, None
+        _end_attempt(job, "lost", now)
         _event(session, job, "status", message)
     return requeued
 
@@ -158,7 +181,7 @@ def requeue_expired(session: Session, max_attempts: int = 3) -> list[tuple[str, 
 def queued_counts(session: Session) -> dict[str, int]:
     """Number of queued jobs per device class."""
     stmt = select(Job.device_class, func.count()).where(Job.status == JobStatus.QUEUED.value).group_by(Job.device_class)
-    return {device_class: count for device_class, count in session.execute(stmt).tuples()}
+    return {device_class: count for device_class, count in session.execute(stmt)}
 
 
 def take_stale_queued(session: Session, device_class: str, older_than_s: float, limit: int) -> list[str]:

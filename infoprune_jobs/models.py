@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 ORM models: tenants, API keys, jobs, job events, artifacts, uploaded models."""
+"""SQLAlchemy 2 ORM models: tenants, API keys, jobs (with their attempts and events), artifacts, uploaded
+models, and the live workers with the device classes they consume."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import BigInteger, TypeDecorator
 
 from infoprune_jobs.states import JobStatus
@@ -44,7 +45,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
 
 
 class Tenant(Base):
@@ -80,7 +81,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     stage: Mapped[str] = mapped_column(String(32), default="queued")
     progress: Mapped[float] = mapped_column(default=0.0)
-    source: Mapped[str] = mapped_column(String(1024))
+    source: Mapped[str] = mapped_column(String(1024))  # as the tenant sees it: local paths relative to the model root
+    source_kind: Mapped[str] = mapped_column(String(16), server_default="local")  # local | s3 | hub | upload
     config: Mapped[dict[str, Any]] = mapped_column()
     device_class: Mapped[str] = mapped_column(String(32))
     webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
@@ -92,9 +94,28 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)  # the first attempt's start
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    attempt_history: Mapped[list[JobAttempt]] = relationship(
+        order_by="JobAttempt.number", lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class JobAttempt(Base):
+    """One run of a job by a worker: when it started, when and how it ended."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (UniqueConstraint("job_id", "number", name="uq_job_attempts_job_number"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(128))  # lease owner; operators only, never shown to tenants
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # running | succeeded | failed | cancelled | lost (the worker died)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
 
 
 class JobEvent(Base):
@@ -149,3 +170,15 @@ class UploadedModel(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     files: Mapped[dict[str, Any]] = mapped_column()  # {"files": [{"name":..., "size":...}]}
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Worker(Base):
+    """A live worker process and the device classes it consumes; refreshed by its reaper, so an entry
+    whose ``expires_at`` has passed belongs to a worker that stopped or died."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    device_classes: Mapped[list[str]] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()

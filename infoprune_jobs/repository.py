@@ -51,11 +51,11 @@ class TenantRepository:
             stmt = stmt.where(Job.id < before)
         return self.session.scalars(stmt.order_by(Job.id.desc()).limit(limit)).all()
 
-    def add_job(self, **fields: Any) -> Job:
+    def add_job(self, *, message: str = "job created", **fields: Any) -> Job:
         job = Job(tenant_id=self.tenant_id, **fields)
         self.session.add(job)
         self.session.flush()
-        self.add_event(job, "status", "job created")
+        self.add_event(job, "status", message)
         return job
 
     def lock_tenant(self) -> None:

@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     max_extracted_bytes: int = Field(default=8 * 1024**3, ge=1024)
     max_archive_members: int = Field(default=10_000, ge=1)
 
-    device_classes: list[str] = Field(default_factory=lambda: ["cpu", "gpu"])
+    device_classes: list[str] = Field(default_factory=lambda: ["cpu"])
+    """Classes jobs may ask for, one queue each; others are refused at submission. Add ``gpu`` (API and
+    workers alike) where workers with CUDA devices run ``infoprune worker --device-class gpu``."""
     default_device_class: str = "cpu"
     queue_prefix: str = "infoprune."
     job_time_limit_s: int = Field(default=6 * 3600, ge=10)
@@ -82,6 +84,10 @@ class Settings(BaseSettings):
     worker_max_tasks_per_child: int = Field(default=10, ge=1)
     torch_threads: int = Field(default=1, ge=1)
     cache_dir: Path | None = None
+    work_dir: Path | None = None
+    """Work folders of running jobs; default ``<data_dir>/work``. Leftovers of killed attempts are removed."""
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """A Celery worker serves its job metrics (Prometheus) on this port, all interfaces; unset: none."""
 
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_attempts: int = Field(default=3, ge=1, le=10)
@@ -144,6 +150,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.model_root or self.data_dir / "models"
+
+    @property
+    def work_root(self) -> Path:
+        return self.work_dir or self.data_dir / "work"
 
     def queue_for(self, device_class: str) -> str:
         return f"{self.queue_prefix}{device_class}"

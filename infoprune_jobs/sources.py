@@ -25,11 +25,12 @@ class SourceRejected(ValueError):
 @dataclass(frozen=True)
 class ModelSource:
     kind: SourceKind
-    value: str  # normalised: absolute path, s3 URI, hub id, or uploaded model id
+    value: str  # normalised: a path relative to the model root, s3 URI, hub id, or uploaded model id
 
 
 def parse_source(raw: str, *, model_root: Path, s3_buckets: list[str], allow_hub: bool) -> ModelSource:
-    """Validate a user-given source string. Local paths must exist inside ``model_root``."""
+    """Validate a user-given source string. Local paths must exist inside ``model_root``; they are kept
+    relative to it, the name a tenant sees (the server's own folders never reach it)."""
     if not raw or len(raw) > 1024 or any(ord(c) < 32 for c in raw):
         raise SourceRejected("source must be 1-1024 printable characters")
     if match := _UPLOAD.match(raw):
@@ -39,9 +40,9 @@ def parse_source(raw: str, *, model_root: Path, s3_buckets: list[str], allow_hub
     if "://" in raw:
         raise SourceRejected("source scheme must be s3:// (or a local path, a hub id owner/name, upload:<id>)")
     if raw.startswith(("/", ".", "~")) or raw.count("/") != 1 or not _HUB.match(raw):
-        return ModelSource("local", _parse_local(raw, model_root))
+        return ModelSource("local", resolve_local(raw, model_root, want_dir=True))
     if (model_root / raw).is_dir():  # a relative path inside the root wins over a hub id
-        return ModelSource("local", _parse_local(raw, model_root))
+        return ModelSource("local", resolve_local(raw, model_root, want_dir=True))
     if not allow_hub:
         raise SourceRejected("hub sources are disabled on this server")
     return ModelSource("hub", raw)
@@ -59,12 +60,14 @@ def _parse_s3(raw: str, buckets: list[str]) -> str:
     return f"s3://{bucket}/{'/'.join(parts)}".rstrip("/")
 
 
-def resolve_local(raw: str, model_root: Path) -> str:
-    """Absolute path of an existing directory or file inside ``model_root``; raises SourceRejected."""
-    return _parse_local(raw, model_root, want_dir=False)
+def resolve_local(raw: str, model_root: Path, *, want_dir: bool = False) -> str:
+    """The path of an existing file (or directory) inside ``model_root``, relative to it; raises SourceRejected."""
+    return local_path(raw, model_root, want_dir=want_dir).relative_to(model_root.resolve()).as_posix()
 
 
-def _parse_local(raw: str, model_root: Path, want_dir: bool = True) -> str:
+def local_path(raw: str, model_root: Path, *, want_dir: bool = False) -> Path:
+    """The absolute path of ``raw`` (relative to ``model_root``, or absolute inside it), which must exist
+    inside the root. Messages name ``raw`` only, never the root."""
     pure = PurePosixPath(raw)
     if ".." in pure.parts or raw.startswith("~"):
         raise SourceRejected("local paths may not contain '..' or '~'")
@@ -72,10 +75,10 @@ def _parse_local(raw: str, model_root: Path, want_dir: bool = True) -> str:
     candidate = (pure if pure.is_absolute() else root / pure).as_posix()
     resolved = Path(candidate).resolve()
     if not resolved.is_relative_to(root):
-        raise SourceRejected(f"local model paths must lie inside the model root {root}")
+        raise SourceRejected("local model paths must lie inside this server's model root")
     if not (resolved.is_dir() if want_dir else resolved.exists()):
         raise SourceRejected(f"nothing at {raw!r} inside the model root")
-    return str(resolved)
+    return resolved
 
 
 # -- model size from config.json, before anything is allocated --------------------------------------

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from infoprune_jobs.logs import configure_logging
 from infoprune_jobs.settings import Settings
-from worker.celery_app import make_celery
-from worker.tasks import register
+from worker import metrics_server
 
 settings = Settings()
 configure_logging(settings.log_level)
+metrics_server.prepare(settings)  # before the job metrics (prometheus_client) are imported
+
+from worker.celery_app import make_celery  # noqa: E402
+from worker.tasks import register  # noqa: E402
+
 app = make_celery(settings)
 register(app)

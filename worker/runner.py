@@ -1,20 +1,20 @@
 """Runs one job: claim the lease, fetch the source, call the core pipeline with a progress callback,
 upload the artifact directory, record the outcome, send the webhook. Shared by the Celery task and
-the embedded worker thread. ``infoprune_core`` (and so torch) is imported only here, lazily."""
+the embedded worker thread. The pipeline (and so torch) is imported only when a job runs."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
 import shutil
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,20 +23,28 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from infoprune_jobs import leases
+from infoprune_client.schemas import PATH_FIELDS
+from infoprune_core.config import CompressionConfig
+from infoprune_core.progress import STAGES
+from infoprune_jobs import job_metrics, leases
 from infoprune_jobs.db import transaction
 from infoprune_jobs.logs import job_context
 from infoprune_jobs.models import Artifact, Job, Tenant
 from infoprune_jobs.repository import TenantRepository
 from infoprune_jobs.settings import Settings
+from infoprune_jobs.sources import SourceRejected, local_path
 from infoprune_jobs.states import JobStatus
 from infoprune_jobs.storage import ArtifactStorage, StorageError, get_tree
 from infoprune_jobs.webhooks import deliver
+from worker import workdirs
+from worker.devices import device_for, unusable
 from worker.heartbeat import Heartbeat, JobCancelled, LeaseLost
-from worker.progress import ProgressWriter
+from worker.progress import MonotonicProgress, ProgressWriter
+from worker.redact import PathRedactor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PIPELINE_STAGES = (*STAGES, "downloading")  # the stages whose share of the progress is estimated
 
 
 @dataclass
@@ -47,7 +55,11 @@ class RunnerContext:
 
 
 class JobFailed(Exception):
-    """A failure whose message is meant for the user."""
+    """A failure whose message is meant for the user; ``reason`` labels it in the metrics."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def prepare_process(threads: int) -> None:
@@ -64,8 +76,13 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def device_for(device_class: str) -> str:
-    return "cuda" if device_class.startswith("gpu") else "cpu"
+@dataclass
+class Outcome:
+    status: JobStatus | None  # None: the lease was lost
+    error: str | None = None
+    reason: str | None = None  # why it failed, for the metrics
+    report: dict[str, Any] | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
 
 
 def run_job(ctx: RunnerContext, job_id: str, owner: str | None = None) -> str:
@@ -78,28 +95,53 @@ def run_job(ctx: RunnerContext, job_id: str, owner: str | None = None) -> str:
             log.info("job not claimable (finished, cancelled or running elsewhere); skipping")
             return "skipped"
         log.info("job claimed", extra={"attempt": claim.attempt, "worker": owner})
+        job_metrics.QUEUED_SECONDS.labels(claim.device_class).observe(claim.queued_s)
+        started = time.monotonic()
         with Heartbeat(ctx.sessions, job_id, owner, ctx.settings.lease_ttl_s) as heartbeat:
-            status, error, report, artifacts = _execute(ctx, claim, heartbeat)
-            if status is None:
+            outcome, stage_seconds = _execute(ctx, claim, heartbeat)
+            if outcome.status is None:
                 log.warning("lease lost; another worker owns the job now")
                 return "lost"
+            status = outcome.status
             try:
-                record = partial(_finish, ctx, job_id, owner, status, error=error, report=report, artifacts=artifacts)
+                record = partial(
+                    _finish,
+                    ctx,
+                    job_id,
+                    owner,
+                    status,
+                    error=outcome.error,
+                    report=outcome.report,
+                    artifacts=outcome.artifacts,
+                )
                 done = _while_db_away(ctx.settings.db_retry_s, record)
             except OperationalError:
                 raise  # the database stayed away: the task retries; the lease protects the outcome
             except Exception:  # the outcome itself cannot be stored: record a failure instead
                 log.exception("could not record the outcome")
-                status, error = JobStatus.FAILED, "internal error: the result could not be recorded"
+                status, outcome.reason = JobStatus.FAILED, "internal"
                 with transaction(ctx.sessions) as session:
-                    done = leases.finish(session, job_id, owner, status, error=error)
+                    done = leases.finish(
+                        session, job_id, owner, status, error="internal error: the result could not be recorded"
+                    )
         if not done:
             log.warning("lease lost before the outcome was recorded")
             return "lost"
         log.info("job finished", extra={"status": status.value})
+        _observe(claim.device_class, status, outcome.reason, time.monotonic() - started, stage_seconds)
         if claim.webhook_url:
             _send_webhook(ctx, job_id, claim.webhook_url)
         return status.value
+
+
+def _observe(
+    device_class: str, status: JobStatus, reason: str | None, seconds: float, stages: dict[str, float]
+) -> None:
+    job_metrics.ATTEMPT_SECONDS.labels(device_class, status.value).observe(seconds)
+    for stage, stage_s in stages.items():
+        job_metrics.STAGE_SECONDS.labels(stage, status.value).observe(stage_s)
+    if status is JobStatus.FAILED:
+        job_metrics.FAILURES.labels(device_class, reason or "internal").inc()
 
 
 def _finish(ctx: RunnerContext, job_id: str, owner: str, status: JobStatus, **outcome: Any) -> bool:
@@ -123,48 +165,105 @@ def _while_db_away(limit_s: float, op: Callable[[], T]) -> T:
             delay = min(delay * 2, 5.0)
 
 
-def _execute(
-    ctx: RunnerContext, claim: leases.Claim, heartbeat: Heartbeat
-) -> tuple[JobStatus | None, str | None, dict[str, Any] | None, list[Artifact]]:
-    """(status, error, report, artifacts); status None when the lease was lost."""
-    work = Path(tempfile.mkdtemp(prefix=f"infoprune-job-{claim.job_id[:12]}-"))
-    progress = ProgressWriter(ctx.sessions, heartbeat)
-    try:
-        from infoprune_core import CompressionConfig, InfoPruneError, compress
+def job_config(options: dict[str, Any], settings: Settings, device: str) -> CompressionConfig:
+    """What the pipeline runs: the tenant's options (files resolved inside this worker's model root),
+    the pipeline's defaults for the rest, and the service's device and threads."""
+    values = dict(options)
+    for name in PATH_FIELDS:
+        if values.get(name) is not None:
+            values[name] = str(_inside_model_root(values[name], settings, want_dir=False))
+    return CompressionConfig(**values, device=device, threads=settings.torch_threads)
 
-        try:
-            source = _materialise_source(ctx, claim, work, progress)
-            config = CompressionConfig(
-                **claim.config, device=device_for(claim.device_class), threads=ctx.settings.torch_threads
-            )
-            result = compress(source, work / "out", config, progress=progress, cache_dir=ctx.settings.cache_dir)
-            heartbeat.check()
-            progress.write("uploading", 0.96, "uploading artifacts", "stage")
-            artifacts = _upload(ctx, claim, Path(result.output_dir), heartbeat)
-            report = json_safe(result.report)
-            return JobStatus.SUCCEEDED, None, report, artifacts
-        except StorageError as exc:
-            log.warning("artifact upload failed: %s", exc)
-            return JobStatus.FAILED, f"could not store the artifacts: {exc}"[:4000], None, []
-        except (InfoPruneError, JobFailed) as exc:
-            log.info("job failed: %s", exc)
-            return JobStatus.FAILED, str(exc)[:4000], None, []
-        except ValueError as exc:  # pydantic ValidationError of the config is a ValueError
-            log.info("job failed: %s", exc)
-            return JobStatus.FAILED, f"invalid job: {exc}"[:4000], None, []
-    except JobCancelled:
-        log.info("job cancelled")
-        return JobStatus.CANCELLED, None, None, []
-    except LeaseLost:
-        return None, None, None, []
-    except SoftTimeLimitExceeded:
-        log.warning("job hit the time limit")
-        return JobStatus.FAILED, f"the job exceeded its time limit ({ctx.settings.job_time_limit_s}s)", None, []
-    except Exception as exc:
-        log.exception("job crashed")
-        return JobStatus.FAILED, f"internal error ({type(exc).__name__}); see worker logs", None, []
+
+def _inside_model_root(name: str, settings: Settings, *, want_dir: bool) -> Path:
+    try:
+        return local_path(name, settings.models_dir, want_dir=want_dir)
+    except SourceRejected as exc:
+        raise JobFailed(
+            f"{exc} of the worker that took this job (API and workers need the same INFOPRUNE_MODEL_ROOT contents)",
+            "source",
+        ) from exc
+
+
+def _execute(ctx: RunnerContext, claim: leases.Claim, heartbeat: Heartbeat) -> tuple[Outcome, dict[str, float]]:
+    """The attempt's outcome and its seconds per stage."""
+    settings = ctx.settings
+    work = workdirs.fresh(settings.work_root, claim.job_id, claim.attempt)
+    redactor = PathRedactor.for_job(
+        model_root=settings.models_dir,
+        work=work,
+        upload=(work / "source", claim.source) if claim.source_kind == "upload" else None,
+        others=[settings.data_dir, settings.cache_dir],
+    )
+    progress = ProgressWriter(ctx.sessions, heartbeat, redactor, MonotonicProgress(PIPELINE_STAGES, claim.progress))
+    try:
+        return _attempt(ctx, claim, heartbeat, work, progress, redactor), progress.finish_timing()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _attempt(
+    ctx: RunnerContext,
+    claim: leases.Claim,
+    heartbeat: Heartbeat,
+    work: Path,
+    progress: ProgressWriter,
+    redactor: PathRedactor,
+) -> Outcome:
+    try:
+        from infoprune_core import InfoPruneError, compress
+
+        try:
+            device = device_for(claim.device_class)
+            if (problem := unusable(device)) is not None:
+                raise JobFailed(
+                    f"device class {claim.device_class!r} runs on {device}, and the worker that took this job has "
+                    f"{problem}; run workers of this class on hosts with such a device",
+                    "device",
+                )
+            source = _materialise_source(ctx, claim, work, progress)
+            try:
+                config = job_config(claim.config, ctx.settings, device)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                raise JobFailed(f"invalid job: {exc}", "invalid_config") from exc
+            result = compress(source, work / "out", config, progress=progress, cache_dir=ctx.settings.cache_dir)
+            heartbeat.check()
+            _redact_manifest(Path(result.output_dir), redactor)
+            progress.stage("uploading", "uploading artifacts", 0.96)
+            artifacts = _upload(ctx, claim, Path(result.output_dir), heartbeat)
+            return Outcome(JobStatus.SUCCEEDED, report=redactor.document(json_safe(result.report)), artifacts=artifacts)
+        except StorageError as exc:
+            log.warning("artifact upload failed: %s", exc)
+            return _failed(redactor, f"could not store the artifacts: {exc}", "storage")
+        except JobFailed as exc:
+            log.info("job failed: %s", exc)
+            return _failed(redactor, str(exc), exc.reason)
+        except InfoPruneError as exc:
+            log.info("job failed: %s", exc)
+            return _failed(redactor, str(exc), "pipeline")
+    except JobCancelled:
+        log.info("job cancelled")
+        return Outcome(JobStatus.CANCELLED)
+    except LeaseLost:
+        return Outcome(None)
+    except SoftTimeLimitExceeded:
+        log.warning("job hit the time limit")
+        return _failed(redactor, f"the job exceeded its time limit ({ctx.settings.job_time_limit_s}s)", "time_limit")
+    except Exception as exc:
+        log.exception("job crashed")
+        return _failed(redactor, f"internal error ({type(exc).__name__}); see worker logs", "internal")
+
+
+def _failed(redactor: PathRedactor, error: str, reason: str) -> Outcome:
+    return Outcome(JobStatus.FAILED, error=redactor.text(error)[:4000], reason=reason)
+
+
+def _redact_manifest(out_dir: Path, redactor: PathRedactor) -> None:
+    """The artifact's manifest names the source and the report as the pipeline saw them: redact it too."""
+    from infoprune_core.artifacts import MANIFEST
+
+    manifest = out_dir / MANIFEST
+    manifest.write_text(json.dumps(redactor.document(json.loads(manifest.read_text())), indent=2))
 
 
 def json_safe(value: Any) -> Any:
@@ -183,16 +282,19 @@ def json_safe(value: Any) -> Any:
 
 
 def _materialise_source(ctx: RunnerContext, claim: leases.Claim, work: Path, progress: ProgressWriter) -> str:
-    """Uploaded models are fetched from storage into the work dir; other sources go to the core as-is."""
-    if not claim.source.startswith("upload:"):
+    """Uploaded models are fetched from storage into the work folder, local ones resolved inside this
+    worker's model root; hub ids and S3 URIs go to the core as they are."""
+    if claim.source_kind == "local":
+        return str(_inside_model_root(claim.source, ctx.settings, want_dir=True))
+    if claim.source_kind != "upload":
         return claim.source
     model_id = claim.source.removeprefix("upload:")
     with transaction(ctx.sessions) as session:
         model = TenantRepository(session, claim.tenant_id).get_uploaded_model(model_id)
         prefix = model.storage_prefix if model else None
     if prefix is None:
-        raise JobFailed(f"uploaded model {model_id} no longer exists")
-    progress.write("loading", 0.0, "fetching uploaded model", "stage")
+        raise JobFailed(f"uploaded model {model_id} no longer exists", "source")
+    progress.stage("downloading", "fetching the uploaded model")
     target = work / "source"
     get_tree(ctx.storage, prefix, target)
     return str(target)

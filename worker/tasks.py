@@ -12,12 +12,13 @@ from celery.exceptions import TimeLimitExceeded
 from kombu.exceptions import ChannelError
 from sqlalchemy.exc import OperationalError
 
-from infoprune_jobs import leases
+from infoprune_jobs import leases, workers
 from infoprune_jobs.db import make_engine, make_sessionmaker, transaction
 from infoprune_jobs.dispatch import TASK_NAME
 from infoprune_jobs.settings import Settings
 from infoprune_jobs.states import JobStatus
 from infoprune_jobs.storage import make_storage
+from worker import metrics_server, workdirs
 from worker.runner import RunnerContext, prepare_process, run_job, worker_id
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,20 @@ def _fail_timed_out(job_id: str, task_id: str) -> None:
 class Reaper:
     """Runs in each worker's main process, once at start and then every ``reaper_interval_s``:
 
+    - the worker announces the device classes it consumes (:func:`workers.announce`), for ``/readyz``;
     - jobs whose worker died (lease expired) are requeued and dispatched again, or failed once they
       lost ``max_attempts`` workers (:func:`leases.requeue_expired`);
     - jobs queued for longer than ``queued_redispatch_after_s`` while their broker queue holds fewer
       messages than there are queued jobs (the broker lost messages, e.g. Redis restarted without its
-      data) are dispatched again (:func:`leases.take_stale_queued`).
+      data) are dispatched again (:func:`leases.take_stale_queued`);
+    - work folders of attempts that no longer run (a killed worker's) are removed (:func:`workdirs.sweep`).
     """
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
+    def __init__(self, app: Celery, settings: Settings, name: str, device_classes: list[str]) -> None:
         self.app = app
         self.settings = settings
+        self.name = name
+        self.device_classes = device_classes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="infoprune-reaper", daemon=True)
 
@@ -102,6 +107,11 @@ class Reaper:
 
     def stop(self) -> None:
         self._stop.set()
+        try:
+            with transaction(runner_context().sessions) as session:
+                workers.leave(session, self.name)
+        except Exception:
+            log.warning("could not withdraw the worker's announcement; it expires by itself", exc_info=True)
 
     def _send(self, job_id: str, device_class: str) -> None:
         self.app.send_task(TASK_NAME, args=[job_id], queue=self.settings.queue_for(device_class))
@@ -143,9 +153,23 @@ class Reaper:
             sent.extend(stale)
         return sent
 
+    def announce(self) -> None:
+        with transaction(runner_context().sessions) as session:
+            workers.announce(session, self.name, self.device_classes, self.settings.reaper_interval_s)
+
+    def sweep_work_folders(self) -> list[str]:
+        with transaction(runner_context().sessions) as session:
+            return workdirs.sweep(session, self.settings.work_root)
+
     def _loop(self) -> None:
+        steps = (
+            ("announce", self.announce),
+            ("lost workers", self.reap_once),
+            ("lost messages", self.redispatch_lost),
+            ("work folders", self.sweep_work_folders),
+        )
         while True:
-            for name, step in (("lost workers", self.reap_once), ("lost messages", self.redispatch_lost)):
+            for name, step in steps:
                 try:
                     step()
                 except Exception:
@@ -159,10 +183,16 @@ _reaper: Reaper | None = None
 
 @signals.worker_ready.connect
 def _start_reaper(sender: Any = None, **_: Any) -> None:
+    """``sender`` is the worker's consumer: its node name and the queues it consumes."""
     global _reaper
     app = sender.app if sender is not None else app_or_default()
-    _reaper = Reaper(app, runner_context().settings)
+    settings = runner_context().settings
+    queues = set(app.amqp.queues.consume_from)
+    classes = [c for c in settings.device_classes if settings.queue_for(c) in queues]
+    _reaper = Reaper(app, settings, getattr(sender, "hostname", None) or worker_id(), classes)
     _reaper.start()
+    if settings.worker_metrics_port is not None:
+        metrics_server.serve(settings.worker_metrics_port)
 
 
 @signals.worker_shutdown.connect

@@ -19,7 +19,7 @@ router = APIRouter(tags=["artifacts"])
     response_class=FileResponse,
     responses={403: {"description": "bad or expired signature"}, 404: {"description": "no such file"}},
 )
-def download(
+def download_file(
     key: str,
     ctx: CtxDep,
     expires: Annotated[int, Query(ge=0, le=2**40)],

@@ -20,14 +20,16 @@ from api.deps import CtxDep, RepoDep
 from api.limits import check_job_quota
 from api.metrics import JOBS_SUBMITTED
 from api.problems import Problem
-from api.schemas import (
+from infoprune_client.schemas import (
     ArtifactList,
     ArtifactOut,
+    AttemptOut,
     EventOut,
     EventPage,
     JobCreate,
     JobOut,
     JobPage,
+    JobReport,
     Links,
     ProblemOut,
     StatusName,
@@ -62,6 +64,7 @@ def job_out(job: Job) -> JobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
         updated_at=job.updated_at,
+        attempt_history=[AttemptOut.model_validate(a, from_attributes=True) for a in job.attempt_history],
         links=Links(
             self=base,
             events=f"{base}/events",
@@ -108,7 +111,8 @@ def create_job(
         return job_out(existing)
     fields = service.normalise(body, repo, ctx.settings)
     check_job_quota(repo, ctx.settings)
-    job, created = service.create_job(repo, fields, idempotency_key, digest)
+    notice = service.waiting_notice(repo, ctx.settings, fields["device_class"])
+    job, created = service.create_job(repo, fields, idempotency_key, digest, notice)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -170,7 +174,7 @@ def cancel_job(job_id: str, repo: RepoDep) -> JobOut:
 
 
 @router.get("/{job_id}/events", response_model=EventPage, responses=ERRORS)
-def list_events(
+def list_job_events(
     job_id: str,
     repo: RepoDep,
     ctx: CtxDep,
@@ -215,17 +219,17 @@ async def _sse(ctx: Any, tenant_id: str, job_id: str, after: int, request: Reque
             await asyncio.sleep(ctx.settings.sse_poll_interval_s)
 
 
-@router.get("/{job_id}/report", responses={**ERRORS, 409: ERRORS[404]})
-def get_report(job_id: str, repo: RepoDep) -> dict[str, Any]:
-    """The compression report (``infoprune.json``) of a succeeded job."""
+@router.get("/{job_id}/report", response_model=JobReport, responses={**ERRORS, 409: ERRORS[404]})
+def get_job_report(job_id: str, repo: RepoDep) -> JobReport:
+    """The compression report (``report`` in the artifact's ``infoprune.json``) of a succeeded job."""
     job = _get_job(repo, job_id)
     if job.status != JobStatus.SUCCEEDED.value or job.report is None:
         raise Problem(409, f"job is {job.status}; the report exists once it has succeeded", type_="not-ready")
-    return job.report
+    return JobReport.model_validate(job.report)
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, responses={**ERRORS, 409: ERRORS[404]})
-def list_artifacts(job_id: str, repo: RepoDep, ctx: CtxDep, request: Request) -> ArtifactList:
+def list_job_artifacts(job_id: str, repo: RepoDep, ctx: CtxDep, request: Request) -> ArtifactList:
     """Files of the compressed model with download URLs that expire (presigned or signed)."""
     job = _get_job(repo, job_id)
     if job.status != JobStatus.SUCCEEDED.value:

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import CtxDep, RepoDep
 from api.problems import Problem
-from api.schemas import ModelOut, ProblemOut
+from infoprune_client.schemas import ModelFile, ModelOut, ProblemOut
 from infoprune_jobs.archive import ArchiveRejected, extract_model_archive
 from infoprune_jobs.models import UploadedModel, new_id
 from infoprune_jobs.storage import put_tree
@@ -33,7 +33,7 @@ def model_out(model: UploadedModel) -> ModelOut:
         id=model.id,
         name=model.name,
         size=model.size,
-        files=model.files["files"],
+        files=[ModelFile.model_validate(f) for f in model.files["files"]],
         source=f"upload:{model.id}",
         created_at=model.created_at,
     )

@@ -23,6 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from infoprune_jobs.storage.base import StorageError, check_key
 
 log = logging.getLogger(__name__)
+# SigV4 signing logs each signature at DEBUG: for a presigned URL that is the credential itself
+logging.getLogger("botocore.auth").setLevel(logging.INFO)
 T = TypeVar("T")
 _RETRYABLE_CODES = frozenset({"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException", "InternalError"})
 
@@ -79,6 +81,7 @@ class S3Storage:
             aws_secret_access_key=secret_access_key,
             # one try per call: retries (with our backoff and limits) are done by _retry
             config=Config(
+                signature_version="s3v4",  # presigned URLs too (botocore's default for those is SigV2)
                 retries={"total_max_attempts": 1},
                 connect_timeout=10,
                 read_timeout=60,

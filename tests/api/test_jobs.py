@@ -12,7 +12,8 @@ def test_create_get_and_location(api: Api) -> None:
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["status"] == "queued" and job["stage"] == "queued" and job["progress"] == 0.0
-    assert job["source"] == str((api.root / "tiny").resolve())
+    assert job["source"] == "tiny"  # the tenant's own name, never the server's path
+    assert job["attempt_history"] == [] and job["started_at"] is None
     assert job["config"] == {"target_flops_ratio": 0.5} and job["device_class"] == "cpu"
     assert r.headers["location"] == f"/v1/jobs/{job['id']}"
     got = api.client.get(job["links"]["self"], headers=api.headers()).json()

@@ -108,8 +108,8 @@ def _parse(raw: str, root: Path, buckets: list[str] | None = None):
 
 
 def test_sources_accepted(root: Path) -> None:
-    assert _parse("mine", root).value == str((root / "mine").resolve())
-    assert _parse(str(root / "mine"), root).kind == "local"
+    assert _parse("mine", root).value == "mine"  # kept relative to the root: the tenant's own name
+    assert _parse(str(root / "mine"), root) == _parse("./mine", root) == _parse("mine", root)
     assert _parse("owner/name", root).kind == "local"  # a folder in the root wins over a hub id
     assert _parse("openai/clip-vit", root).kind == "hub"
     assert _parse("s3://models/tiny/v1/", root, ["models"]).value == "s3://models/tiny/v1"
@@ -146,6 +146,13 @@ def test_hub_can_be_disabled_and_calibration_paths_stay_inside(root: Path) -> No
     with pytest.raises(SourceRejected, match="disabled"):
         parse_source("openai/clip", model_root=root, s3_buckets=[], allow_hub=False)
     (root / "calib.jsonl").write_text("")
-    assert resolve_local("calib.jsonl", root).endswith("calib.jsonl")
+    assert resolve_local("calib.jsonl", root) == "calib.jsonl"
     with pytest.raises(SourceRejected):
         resolve_local("../outside", root)
+
+
+@pytest.mark.parametrize("raw", ["/etc", "escape", "nothere", "../outside"])
+def test_refusals_never_name_the_model_root(root: Path, raw: str) -> None:
+    with pytest.raises(SourceRejected) as refused:
+        _parse(raw, root)
+    assert str(root.parent) not in str(refused.value)

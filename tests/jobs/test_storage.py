@@ -55,6 +55,8 @@ def test_download_urls_work_and_expire(storage: ArtifactStorage, tmp_path: Path)
     storage.put_bytes("t/f.bin", b"payload")
     if isinstance(storage, S3Storage):
         url = storage.download_url("t/f.bin", 60, "")
+        # SigV4 (SigV2 URLs carry AWSAccessKeyId= and Signature= instead)
+        assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Signature=" in url and "AWSAccessKeyId" not in url
         assert httpx.get(url).content == b"payload"
         assert httpx.get(url.split("?")[0]).status_code == 403  # unsigned access is refused
         return

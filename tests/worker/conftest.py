@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ Submit = Callable[..., str]
 
 
 @pytest.fixture
-def runner_ctx(service_env: Path) -> Iterator[RunnerContext]:
+def runner_ctx(service_env: Path, tiny_model_dir: Path) -> Iterator[RunnerContext]:
     settings = Settings(lease_ttl_s=3.0, webhook_allow_private=True, webhook_attempts=1)
+    shutil.copytree(tiny_model_dir, settings.models_dir / "tiny-bert")
     migrate.upgrade(settings.sqlalchemy_url)
     engine = make_engine(settings.sqlalchemy_url)
     yield RunnerContext(settings, make_sessionmaker(engine), make_storage(settings))
@@ -29,14 +31,19 @@ def runner_ctx(service_env: Path) -> Iterator[RunnerContext]:
 
 
 @pytest.fixture
-def submit(runner_ctx: RunnerContext, tiny_model_dir: Path) -> Submit:
-    def _submit(source: str | None = None, webhook_url: str | None = None, **config: Any) -> str:
+def submit(runner_ctx: RunnerContext) -> Submit:
+    """A job as the API records it: local sources by their name inside the model root."""
+
+    def _submit(
+        source: str = "tiny-bert", webhook_url: str | None = None, device_class: str = "cpu", **config: Any
+    ) -> str:
         with transaction(runner_ctx.sessions) as s:
             tenant, _ = TenantAdmin(s).get_or_create_tenant("worker-tests")
             job = TenantRepository(s, tenant.id).add_job(
-                source=source or str(tiny_model_dir),
+                source=source,
+                source_kind="local",
                 config={**FAST_CONFIG, **config},
-                device_class="cpu",
+                device_class=device_class,
                 webhook_url=webhook_url,
             )
             return job.id

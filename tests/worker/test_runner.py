@@ -16,13 +16,15 @@ from typing import Any
 
 from sqlalchemy import select
 
+from infoprune_core.progress import STAGES
 from infoprune_jobs import leases
 from infoprune_jobs.db import transaction
 from infoprune_jobs.models import Artifact, Job, JobEvent, Tenant, utcnow
 from infoprune_jobs.states import JobStatus
 from tests.worker.conftest import Submit
 from worker.heartbeat import Heartbeat, JobCancelled, LeaseLost
-from worker.progress import ProgressWriter
+from worker.progress import MonotonicProgress, ProgressWriter
+from worker.redact import PathRedactor
 from worker.runner import RunnerContext, run_job
 
 
@@ -67,10 +69,11 @@ def test_job_succeeds_with_artifacts_report_and_stage_events(
 
 
 def test_bad_model_fails_with_the_core_message(runner_ctx: RunnerContext, submit: Submit, tmp_path: Path) -> None:
-    (tmp_path / "pickled").mkdir()
-    (tmp_path / "pickled" / "config.json").write_text("{}")
-    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"x")
-    job_id = submit(source=str(tmp_path / "pickled"))
+    pickled = runner_ctx.settings.models_dir / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text("{}")
+    (pickled / "pytorch_model.bin").write_bytes(b"x")
+    job_id = submit(source="pickled")
     assert run_job(runner_ctx, job_id) == "failed"
     assert "pickle" in (_job(runner_ctx, job_id).error or "")
     bad_cfg = submit(target_flops_ratio=0.5, head_keep_ratio=0.5)
@@ -81,7 +84,11 @@ def test_bad_model_fails_with_the_core_message(runner_ctx: RunnerContext, submit
 class _Event:
     def __init__(self, stage: str, fraction: float = 0.0, message: str = "") -> None:
         self.stage, self.fraction, self.message = stage, fraction, message
-        self.overall = 0.1
+
+
+def _writer(ctx: RunnerContext, heartbeat: Heartbeat) -> ProgressWriter:
+    redactor = PathRedactor.for_job(model_root=ctx.settings.models_dir, work=Path("/w"), upload=None, others=[])
+    return ProgressWriter(ctx.sessions, heartbeat, redactor, MonotonicProgress(STAGES), min_interval_s=0)
 
 
 def test_progress_tick_stops_a_cancelled_job_and_a_lost_lease(runner_ctx: RunnerContext, submit: Submit) -> None:
@@ -89,7 +96,7 @@ def test_progress_tick_stops_a_cancelled_job_and_a_lost_lease(runner_ctx: Runner
     with transaction(runner_ctx.sessions) as s:
         assert leases.claim(s, job_id, "me", 30)
     hb = Heartbeat(runner_ctx.sessions, job_id, "me", 30)
-    writer = ProgressWriter(runner_ctx.sessions, hb, min_interval_s=0)
+    writer = _writer(runner_ctx, hb)
     writer(_Event("profiling"))
     with transaction(runner_ctx.sessions) as s:
         s.get(Job, job_id).status = JobStatus.CANCELLING.value  # type: ignore[union-attr]
@@ -100,7 +107,7 @@ def test_progress_tick_stops_a_cancelled_job_and_a_lost_lease(runner_ctx: Runner
         pass
     hb2 = Heartbeat(runner_ctx.sessions, job_id, "someone-else", 30)
     try:
-        ProgressWriter(runner_ctx.sessions, hb2, min_interval_s=0)(_Event("profiling"))
+        _writer(runner_ctx, hb2)(_Event("profiling"))
         raise AssertionError("lost lease not noticed")
     except LeaseLost:
         pass
