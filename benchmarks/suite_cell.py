@@ -31,8 +31,8 @@ from infoprune_core import CompressionConfig, compress, load_compressed
 from infoprune_core.calibration import Encoder
 from infoprune_core.errors import BudgetError, InfoPruneError
 from infoprune_core.evaluation import timed_forward
-from infoprune_core.flops import count_flops, parameter_count_by_part
 from infoprune_core.modeling import LoadedModel, load_model
+from infoprune_core.plan.flops import count_flops, parameter_count_by_part
 from infoprune_core.run import encode_all, first_sample_input, prepare_samples
 
 SCOPES = {"vision": ("vision",), "language": ("language",), "both": ("vision", "language")}

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from infoprune_core.artifacts import load_compressed
     from infoprune_core.config import CompressionConfig
     from infoprune_core.errors import InfoPruneError
-    from infoprune_core.pipeline import CompressionResult, compress, profile
+    from infoprune_core.pipeline import CompressionResult, compress
+    from infoprune_core.profiling import profile
     from infoprune_core.progress import ProgressCallback, ProgressEvent
 
 _EXPORTS = {
@@ -25,7 +26,7 @@ _EXPORTS = {
     "ProgressEvent": "infoprune_core.progress",
     "compress": "infoprune_core.pipeline",
     "load_compressed": "infoprune_core.artifacts",
-    "profile": "infoprune_core.pipeline",
+    "profile": "infoprune_core.profiling",
 }
 
 __all__ = [

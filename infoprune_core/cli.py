@@ -187,7 +187,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from infoprune_core.pipeline import profile
+    from infoprune_core.profiling import profile
 
     config = _config(args, target_flops_ratio=1.0)
     bar = ProgressBar()

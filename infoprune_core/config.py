@@ -7,7 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Part = Literal["vision", "language"]
-HeadMethod = Literal["infoprune", "infoprune_free", "random", "l1", "taylor", "entropy", "none"]
+HeadMethod = Literal[
+    "reconstruction", "infoprune", "infoprune_free", "random", "l1", "taylor", "entropy", "ablation", "none"
+]
 FFNMethod = Literal["auto", "whitened_svd", "svd", "uniform", "width", "none"]
 
 HEAD_METHODS: tuple[str, ...] = HeadMethod.__args__  # type: ignore[attr-defined]
@@ -27,8 +29,8 @@ class CompressionConfig(BaseModel):
     head_keep_ratio: float | None = Field(default=None, gt=0.0, le=1.0)
     ffn_epsilon: float | None = Field(default=None, ge=0.0, lt=1.0)
     scope: tuple[Part, ...] = ("vision", "language")
-    heads: HeadMethod = "infoprune"
-    ffn: FFNMethod = "auto"  # auto: the planner picks whitened_svd or width, whichever loses less
+    heads: HeadMethod = "reconstruction"  # reconstruction: remove what the re-fit can best do without
+    ffn: FFNMethod = "auto"  # auto: width pruning with a re-fit of the output projection
     calibration: str | None = None
     eval_set: str | None = None
     calibration_samples: int = Field(default=128, ge=1, le=100_000)
@@ -39,7 +41,10 @@ class CompressionConfig(BaseModel):
     recovery_steps: int = Field(default=200, ge=0, le=100_000)
     recovery_learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0)
     validate_scores: bool = False
-    plan_search: bool = True  # try a few head/FFN splits of the budget and keep the least damaging
+    reconstruct: bool = True  # re-fit the output projections after every cut (ridge least squares)
+    ridge: float = Field(default=0.1, gt=0.0, le=1000.0)  # re-fit ridge strength, relative to input energy
+    relative_tokens: bool = True  # weigh re-fit errors relative to the residual stream of each token
+    activation_dtype: Literal["float32", "bfloat16"] = "float32"  # calibration activations between blocks
     latency_batch: int = Field(default=32, ge=1, le=1024)
     latency_repeats: int = Field(default=5, ge=1, le=1000)
     measure_latency: bool = True

@@ -5,14 +5,62 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from infoprune_core.adapters.base import ModelAdapter
 from infoprune_core.calibration import Encoder, Sample, batched
-from infoprune_core.objectives import cosine, divergence, model_output, top1_agreement
+from infoprune_core.config import CompressionConfig
+from infoprune_core.objectives import cosine, divergence, model_output, teacher_outputs, top1_agreement
+from infoprune_core.plan.flops import FlopCount, count_flops, parameter_count_by_part
+
+if TYPE_CHECKING:
+    from infoprune_core.run import CalibrationData
 
 Batch = Mapping[str, torch.Tensor]
+Teachers = list[tuple[torch.Tensor, bool]]
+
+
+def with_total(by_part: Mapping[str, float]) -> dict[str, float]:
+    """Per-part numbers with their total."""
+    return {**by_part, "total": sum(by_part.values())}
+
+
+@dataclass
+class Measurement:
+    """A model measured on a run's data: FLOPs and params per part, fidelity, accuracy, latency."""
+
+    counts: FlopCount
+    flops: dict[str, float]
+    params: dict[str, int]
+    teachers: Teachers  # the original model's held-out outputs (fidelity is measured against them)
+    fidelity: dict[str, Any] | None
+    accuracy: float | None
+    latency: dict[str, float] | None
+
+
+def measure(
+    model: nn.Module,
+    adapter: ModelAdapter,
+    data: CalibrationData,
+    config: CompressionConfig,
+    teachers: Teachers | None,
+    timing: bool = True,
+) -> Measurement:
+    """Measure `model`; without `teachers` it is the original, whose held-out outputs become them."""
+    counts = count_flops(model, adapter.attention_sites(model), data.flop_input)
+    return Measurement(
+        counts=counts,
+        flops=counts.by_part(adapter, model),
+        params=parameter_count_by_part(model, adapter),
+        teachers=teachers if teachers is not None else teacher_outputs(model, data.held_out),
+        fidelity=None if teachers is None else fidelity(model, data.held_out, teachers),
+        accuracy=accuracy(model, data.encoder, data.evaluation, config.batch_size) if data.evaluation else None,
+        latency=data.latency(model, config) if timing and config.measure_latency else None,
+    )
 
 
 def fidelity(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,3 +91,8 @@ class TeacherOutputs:
             self.cache[index] = output
             self.used += size
         return output
+
+
+def teacher_outputs(model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]]) -> list[tuple[torch.Tensor, bool]]:
+    with torch.no_grad():
+        return [model_output(model, batch) for batch in batches]

@@ -1,4 +1,4 @@
-"""State and data shared by the stages of one run: progress, timings, encoded batches, statistics."""
+"""State and data shared by the stages of one run: progress, timings, and the prepared calibration data."""
 
 from __future__ import annotations
 
@@ -6,17 +6,20 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from infoprune_core.adapters.base import AttentionSite, FFNSite
+from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, Stack
 from infoprune_core.calibration import Encoder, Sample, batched, default_samples, read_samples
+from infoprune_core.calibration.statistics import CalibrationStats, StatisticsCollector
 from infoprune_core.config import CompressionConfig
 from infoprune_core.errors import CalibrationError
+from infoprune_core.evaluation import latency, latency_batch
 from infoprune_core.modeling import LoadedModel
 from infoprune_core.progress import ProgressCallback, ProgressEvent, Stage
-from infoprune_core.statistics import CalibrationStats, StatisticsCollector
 
 Batch = dict[str, torch.Tensor]
 
@@ -26,7 +29,7 @@ def default_cache_dir() -> Path:
 
 
 class Run:
-    """State shared by the stages of one run: progress, timings and the prepared data."""
+    """State shared by the stages of one run: progress and timings."""
 
     def __init__(self, config: CompressionConfig, progress: ProgressCallback) -> None:
         self.config = config
@@ -68,15 +71,65 @@ def encode_all(encoder: Encoder, samples: Sequence[Sample], batch_size: int, dev
     return [to_device(encoder.encode(chunk), device) for chunk in batched(samples, batch_size)]
 
 
+def first_sample_input(encoder: Encoder, samples: Sequence[Sample], device: str) -> Batch:
+    return to_device(encoder.encode(samples[:1]), device)
+
+
+def describe_input(batch: Mapping[str, torch.Tensor]) -> dict[str, list[int]]:
+    return {key: list(value.shape) for key, value in batch.items()}
+
+
+@dataclass
+class CalibrationData:
+    """Everything a run feeds the model: calibration and held-out batches, the evaluation set, the
+    stated input FLOPs are counted on, and the batch latency is timed on."""
+
+    encoder: Encoder
+    calibration: list[Batch]
+    held_out: list[Batch]
+    evaluation: list[Sample]
+    flop_input: Batch
+    timing_batch: Batch
+
+    def describe_flop_input(self) -> dict[str, list[int]]:
+        return describe_input(self.flop_input)
+
+    def describe_timing_batch(self) -> dict[str, list[int]]:
+        return describe_input(self.timing_batch)
+
+    def latency(self, model: nn.Module, config: CompressionConfig) -> dict[str, float]:
+        return latency(model, self.timing_batch, config.latency_repeats)
+
+
+def prepare_data(config: CompressionConfig, loaded: LoadedModel) -> CalibrationData:
+    encoder = Encoder(loaded.processor, loaded.adapter.modality, config.max_text_tokens)
+    calibration, held_out = prepare_samples(config, loaded)
+    held_out_batches = encode_all(encoder, held_out, config.batch_size, config.device)
+    return CalibrationData(
+        encoder=encoder,
+        calibration=encode_all(encoder, calibration, config.batch_size, config.device),
+        held_out=held_out_batches,
+        evaluation=read_samples(Path(config.eval_set)) if config.eval_set else [],
+        flop_input=first_sample_input(encoder, calibration, config.device),
+        timing_batch=latency_batch(held_out_batches, config.latency_batch),
+    )
+
+
+def scope_stacks(adapter: ModelAdapter, model: nn.Module, scope: Sequence[str]) -> list[Stack]:
+    """The model's layer stacks whose part is in scope, in forward order."""
+    return [stack for stack in adapter.stacks(model) if stack.part in scope]
+
+
 def collect_statistics(
-    loaded: LoadedModel,
+    model: nn.Module,
     attention: Sequence[AttentionSite],
     ffns: Sequence[FFNSite],
     batches: Sequence[Batch],
     run: Run,
     stage: Stage,
 ) -> CalibrationStats:
-    collector = StatisticsCollector(loaded.model, attention, ffns)
+    """Whole-model statistics in one pass (for profiling and criteria that score every head at once)."""
+    collector = StatisticsCollector(model, attention, ffns)
     try:
         for index, batch in enumerate(batches):
             collector.observe(batch)
@@ -88,11 +141,3 @@ def collect_statistics(
 
 def scope_total(by_part: Mapping[str, float], scope: Sequence[str]) -> float:
     return sum(by_part[part] for part in scope)
-
-
-def first_sample_input(encoder: Encoder, samples: Sequence[Sample], device: str) -> Batch:
-    return to_device(encoder.encode(samples[:1]), device)
-
-
-def describe_input(batch: Mapping[str, torch.Tensor]) -> dict[str, list[int]]:
-    return {key: list(value.shape) for key, value in batch.items()}

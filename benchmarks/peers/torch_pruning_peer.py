@@ -7,7 +7,7 @@ FFN intermediate channels (``pruning_ratio``), ranked by ``MagnitudeImportance(p
 Everything outside the scope, embeddings, output heads, poolers, projectors and the output projections
 (o_proj / fc2 / down_proj, whose output is the hidden size) are ``ignored_layers``, so the hidden
 size is kept, as InfoPrune keeps it. The pruning ratio is searched (interpolation safeguarded by
-bisection, at most 8 tries) until the scope's FLOPs, counted by ``infoprune_core.flops.count_flops``
+bisection, at most 8 tries) until the scope's FLOPs, counted by ``infoprune_core.plan.flops.count_flops``
 on ``flop_input`` exactly as InfoPrune counts them, are within ``tolerance`` of the target.
 
 Taylor importance needs gradients: for generative models (causal LMs, LLaVA) the next-token loss on
@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter
-from infoprune_core.flops import PARTS, count_flops
+from infoprune_core.plan.flops import PARTS, count_flops
 from infoprune_core.surgery import get_linear
 
 Importance = Literal["magnitude", "taylor"]

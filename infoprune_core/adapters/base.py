@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -48,6 +48,25 @@ class FFNSite:
     gated: bool
 
 
+@dataclass(frozen=True)
+class Block:
+    """One layer of a stack: the attention and FFN sites it holds (either may be absent)."""
+
+    name: str  # module path of the layer
+    part: Part
+    attention: AttentionSite | None
+    ffn: FFNSite | None
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A list of layers run one after another (a vision tower's encoder, a language model's decoder)."""
+
+    name: str  # module path of the nn.ModuleList
+    part: Part
+    blocks: tuple[Block, ...]
+
+
 class ModelAdapter(ABC):
     """Base of the per-family adapters. Subclasses list the `model_types` they handle."""
 
@@ -63,6 +82,26 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def ffn_sites(self, model: nn.Module) -> list[FFNSite]: ...
+
+    def stacks(self, model: nn.Module) -> list[Stack]:
+        """The model's layer stacks in the order a forward pass runs them, each with its blocks.
+
+        A block is the element of an ``nn.ModuleList`` that holds a site; stacks come in the order of
+        their first site in `attention_sites` then `ffn_sites` (a VLM lists its vision tower first).
+        """
+        layers: dict[str, dict[str, Any]] = {}
+        sites: list[AttentionSite | FFNSite] = [*self.attention_sites(model), *self.ffn_sites(model)]
+        for site in sites:
+            name = layer_of(model, site.name)
+            entry = layers.setdefault(name, {"part": site.part, "attention": None, "ffn": None})
+            entry["attention" if isinstance(site, AttentionSite) else "ffn"] = site
+        stacks: dict[str, list[Block]] = {}
+        for name, entry in layers.items():
+            stacks.setdefault(name.rpartition(".")[0], []).append(Block(name=name, **entry))
+        return [
+            Stack(name=path, part=blocks[0].part, blocks=tuple(sorted(blocks, key=_layer_index)))
+            for path, blocks in stacks.items()
+        ]
 
     def part_of(self, model: nn.Module, module_name: str) -> Part:
         """The part a module belongs to: longest matching prefix wins."""
@@ -108,6 +147,20 @@ class StackAdapter(ModelAdapter):
 
     def ffn_sites(self, model: nn.Module) -> list[FFNSite]:
         return self.sites_under(model, "", self.part)[1]
+
+
+def layer_of(model: nn.Module, path: str) -> str:
+    """The longest prefix of `path` that is an element of an ``nn.ModuleList`` (its layer)."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        parent = ".".join(parts[: end - 1])
+        if parts[end - 1].isdigit() and isinstance(model.get_submodule(parent), nn.ModuleList):
+            return ".".join(parts[:end])
+    raise ValueError(f"{path} is not inside a list of layers")
+
+
+def _layer_index(block: Block) -> int:
+    return int(block.name.rpartition(".")[2])
 
 
 def iter_named(model: nn.Module, root: str) -> Iterator[tuple[str, nn.Module]]:

@@ -16,7 +16,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from infoprune_core.adapters import adapter_for
-from infoprune_core.flops import count_flops
+from infoprune_core.plan.flops import count_flops
 from tests.core.tiny_models import sample_inputs, tiny_bert, tiny_llama, tiny_llava
 
 pytest.importorskip("torch_pruning")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from infoprune_core.adapters.base import AttentionSite, ModelAdapter
+from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter
 
 PARTS = ("vision", "projector", "language")
 
@@ -92,3 +92,43 @@ def parameter_count_by_part(model: nn.Module, adapter: ModelAdapter) -> dict[str
     for name, parameter in model.named_parameters():
         totals[adapter.part_of(model, name.rpartition(".")[0])] += parameter.numel()
     return totals
+
+
+@dataclass(frozen=True)
+class AttentionCost:
+    """FLOPs of one attention block as a function of its head layout, on the stated input."""
+
+    tokens: int  # tokens reaching the projections
+    sequence: int  # attention sequence length
+    hidden: int  # width of the residual stream (input of q/k/v, output of o)
+    head_dim: int
+
+    @classmethod
+    def of(cls, site: AttentionSite, counts: FlopCount, hidden: int) -> AttentionCost:
+        return cls(counts.tokens.get(site.q, 0), counts.sequence.get(site.name, 0), hidden, site.head_dim)
+
+    def flops(self, query_heads: int, kv_heads: int) -> float:
+        """q and o for the query heads, k and v for the KV heads, QK^T and AV for the query heads."""
+        projections = 2.0 * self.tokens * self.hidden * self.head_dim * (2 * query_heads + 2 * kv_heads)
+        rows = self.tokens // max(self.sequence, 1)
+        return projections + rows * attention_core_flops(self.sequence, query_heads, self.head_dim)
+
+
+@dataclass(frozen=True)
+class FFNCost:
+    """FLOPs of one FFN as a function of its width (channels between the input and output linears)."""
+
+    tokens: int
+    hidden: int
+    matrices: int  # linears of width x hidden: 3 when gated (gate, up, down), else 2
+
+    @classmethod
+    def of(cls, site: FFNSite, counts: FlopCount, hidden: int) -> FFNCost:
+        return cls(counts.tokens.get(site.output, 0), hidden, len(site.inputs) + 1)
+
+    def flops(self, width: int) -> float:
+        return 2.0 * self.tokens * self.hidden * width * self.matrices
+
+    def low_rank_flops(self, rank: int, width: int) -> float:
+        """One of the FFN's linears factorised at `rank` (in -> rank -> out)."""
+        return 2.0 * self.tokens * rank * (self.hidden + width)

@@ -30,6 +30,24 @@ class AttentionStats:
     def erank(self) -> torch.Tensor:
         return self.erank_sum / max(self.samples, 1)
 
+    @classmethod
+    def empty(cls, site: AttentionSite, device: torch.device | str) -> AttentionStats:
+        width = site.num_heads * site.head_dim
+        return cls(
+            gram=torch.zeros(width, width, dtype=ACCUMULATE, device=device),
+            erank_sum=torch.zeros(site.num_heads, dtype=ACCUMULATE, device=device),
+        )
+
+    def add(self, site: AttentionSite, x: torch.Tensor, mask: torch.Tensor) -> None:
+        """Add a batch of head outputs x ([B, T, H*d]) whose valid tokens are `mask` ([B, T])."""
+        rows = x.float() * mask[..., None]  # float32 products per batch, float64 running sums
+        self.gram += torch.einsum("btc,btd->cd", rows, rows).to(ACCUMULATE)
+        heads = rows.unflatten(-1, (site.num_heads, site.head_dim))  # [B, T, H, d]
+        per_sample = torch.einsum("bthc,bthd->bhcd", heads, heads).to(ACCUMULATE)  # [B, H, d, d]
+        self.erank_sum += effective_rank(singular_values_from_gram(per_sample)).sum(0)
+        self.samples += x.shape[0]
+        self.tokens += int(mask.sum())
+
 
 @dataclass
 class CovarianceStats:
@@ -54,7 +72,7 @@ class CalibrationStats:
     ffn_hidden: dict[str, CovarianceStats] = field(default_factory=dict)  # input of the output linear
 
 
-def _valid_rows(x: torch.Tensor, token_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def valid_rows(x: torch.Tensor, token_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """x as [B, T, C] and a boolean [B, T] mask of the tokens that count."""
     x = x.detach()
     if x.dim() == 2:
@@ -105,30 +123,18 @@ class StatisticsCollector:
         return self._token_mask if part in self.masked_parts else None
 
     def _on_attention(self, site: AttentionSite) -> Callable[[torch.Tensor], None]:
-        width = site.num_heads * site.head_dim
-
         def observe(x: torch.Tensor) -> None:
-            x, mask = _valid_rows(x, self._mask_for(site.part))
+            x, mask = valid_rows(x, self._mask_for(site.part))
             stats = self.stats.attention.get(site.name)
             if stats is None:
-                stats = AttentionStats(
-                    gram=torch.zeros(width, width, dtype=ACCUMULATE, device=x.device),
-                    erank_sum=torch.zeros(site.num_heads, dtype=ACCUMULATE, device=x.device),
-                )
-                self.stats.attention[site.name] = stats
-            rows = x.float() * mask[..., None]  # float32 products per batch, float64 running sums
-            stats.gram += torch.einsum("btc,btd->cd", rows, rows).to(ACCUMULATE)
-            heads = rows.unflatten(-1, (site.num_heads, site.head_dim))  # [B, T, H, d]
-            per_sample = torch.einsum("bthc,bthd->bhcd", heads, heads).to(ACCUMULATE)  # [B, H, d, d]
-            stats.erank_sum += effective_rank(singular_values_from_gram(per_sample)).sum(0)
-            stats.samples += x.shape[0]
-            stats.tokens += int(mask.sum())
+                stats = self.stats.attention[site.name] = AttentionStats.empty(site, x.device)
+            stats.add(site, x, mask)
 
         return observe
 
     def _on_covariance(self, table: dict[str, CovarianceStats], key: str, part: str) -> Callable[[torch.Tensor], None]:
         def observe(x: torch.Tensor) -> None:
-            x, mask = _valid_rows(x, self._mask_for(part))
+            x, mask = valid_rows(x, self._mask_for(part))
             stats = table.get(key)
             if stats is None:
                 width = x.shape[-1]

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from infoprune_core.adapters.base import FFNSite
+from infoprune_core.calibration.statistics import CalibrationStats
 from infoprune_core.errors import BudgetError
-from infoprune_core.flops import FlopCount
+from infoprune_core.plan.flops import FlopCount
 from infoprune_core.spectra import truncation_ks
-from infoprune_core.statistics import CalibrationStats
 from infoprune_core.surgery import factorise_linear, get_linear, prune_ffn_width
 
 

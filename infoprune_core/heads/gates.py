@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from infoprune_core.adapters.base import AttentionSite
+from infoprune_core.calibration.statistics import AttentionStats, StatisticsCollector
+from infoprune_core.heads.base import GlobalScores, Scores, ScoringContext, register
+from infoprune_core.heads.information import information_scores
 from infoprune_core.objectives import TeacherOutputs, divergence, model_output
 from infoprune_core.spectra import effective_rank, singular_values_from_gram
-from infoprune_core.statistics import AttentionStats
 from infoprune_core.surgery import head_masks
 
 LEFT, RIGHT, TEMPERATURE = -0.1, 1.1, 2.0 / 3.0
@@ -152,3 +154,29 @@ def _capture(model: nn.Module, o_path: str, captured: dict[str, torch.Tensor]) -
         captured[o_path] = args[0]
 
     return model.get_submodule(o_path).register_forward_pre_hook(hook)
+
+
+@register
+class Gates(GlobalScores):
+    """The paper's training-based criterion: gates trained toward the plan's attention FLOPs, started
+    from eRank x KS; the learnt log-alpha ranks the heads."""
+
+    name = "infoprune"
+
+    def compute(self, context: ScoringContext) -> Scores:
+        collector = StatisticsCollector(context.model, context.sites, [])
+        for batch in context.batches:
+            collector.observe(batch)
+        stats = collector.close().attention
+        initial = information_scores(context.model, context.sites, stats, scale_aware=True)
+        return train_gates(
+            context.model,
+            context.sites,
+            stats,
+            initial,
+            context.per_head_flops,
+            context.flops_to_remove,
+            context.batches,
+            GateSettings(steps=context.gate_steps, seed=context.seed),
+            on_step=context.on_step,
+        )

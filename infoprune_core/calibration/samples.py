@@ -1,4 +1,4 @@
-"""Calibration and evaluation samples, and how they become model inputs.
+"""Calibration and evaluation samples: what users bring, and the sets that ship with the project.
 
 A calibration source is a folder of images, or a JSONL file whose lines are
 ``{"image": "path relative to the file", "text": "prompt"}`` (``{"text": ...}`` alone for text
@@ -10,13 +10,8 @@ from __future__ import annotations
 import inspect
 import json
 import random
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from PIL import Image, UnidentifiedImageError
 
 from infoprune_core.adapters.base import Modality
 from infoprune_core.errors import CalibrationError
@@ -140,73 +135,3 @@ def default_samples(modality: Modality) -> list[Sample]:
 
     samples = read_samples(demo_calibration_path())
     return samples if modality == "vision_text" else [Sample(image=s.image) for s in samples]
-
-
-class Encoder:
-    """Turns samples into the keyword inputs of a model, with its own processor or tokenizer."""
-
-    def __init__(self, processor: Any, modality: Modality, max_text_tokens: int) -> None:
-        self.processor = processor
-        self.modality = modality
-        self.max_text_tokens = max_text_tokens
-        self.tokenizer = getattr(processor, "tokenizer", processor)
-        if modality != "vision" and getattr(self.tokenizer, "pad_token", None) is None:
-            eos = getattr(self.tokenizer, "eos_token", None)
-            if eos is None:
-                raise CalibrationError("the tokenizer has neither a pad nor an eos token")
-            self.tokenizer.pad_token = eos
-        if modality != "vision":
-            self.tokenizer.padding_side = "left"  # the last position predicts the next token in every row
-
-    def encode(self, samples: Sequence[Sample], with_answers: bool = False) -> dict[str, torch.Tensor]:
-        if self.modality == "vision":
-            return dict(self.processor(images=[_open(s) for s in samples], return_tensors="pt"))
-        texts = [self._text(s, with_answers) for s in samples]
-        if self.modality == "text":
-            return dict(
-                self.tokenizer(
-                    texts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
-                )
-            )
-        images = [_open(s) for s in samples]
-        return dict(self.processor(images=images, text=texts, padding=True, return_tensors="pt"))
-
-    def _text(self, sample: Sample, with_answer: bool) -> str:
-        image_token = getattr(self.processor, "image_token", None)
-        text = sample.text
-        if text is None:
-            if self.modality == "text":
-                raise CalibrationError("a text model needs samples with 'text'")
-            text = f"{image_token or DEMO_IMAGE_TOKEN} describe the image ."
-        if image_token and image_token != DEMO_IMAGE_TOKEN:
-            text = text.replace(DEMO_IMAGE_TOKEN, image_token)
-        if with_answer:
-            if sample.answer is None:
-                raise CalibrationError("evaluation samples need an 'answer' (or a 'label' for classifiers)")
-            text = f"{text} {sample.answer}"
-        return text
-
-    def answer_lengths(self, samples: Sequence[Sample]) -> list[int]:
-        """Number of tokens each sample's answer adds after its prompt."""
-        lengths = []
-        for sample in samples:
-            prompt = self._text(sample, with_answer=False)
-            full = self._text(sample, with_answer=True)
-            count = len(self.tokenizer(full)["input_ids"]) - len(self.tokenizer(prompt)["input_ids"])
-            lengths.append(max(count, 1))
-        return lengths
-
-
-def _open(sample: Sample) -> Image.Image:
-    if sample.image is None:
-        raise CalibrationError("a vision model needs samples with an 'image'")
-    try:
-        with Image.open(sample.image) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise CalibrationError(f"cannot read image {sample.image}: {error}") from error
-
-
-def batched(samples: Sequence[Sample], batch_size: int) -> Iterator[list[Sample]]:
-    for start in range(0, len(samples), batch_size):
-        yield list(samples[start : start + batch_size])

@@ -1,0 +1,80 @@
+"""FFN width pruning: remove channels (rows of the input linears, columns of the output linear).
+
+Channels go in chunks (a power of two, so widths stay friendly to matrix kernels). Which chunk goes
+next is decided by the re-fit error each channel would add (the OBS cost on the Gram matrix of the
+FFN's hidden activations), or for a static criterion by the lowest scores; either way the error of
+the cut is measured by the same re-fit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from infoprune_core.calibration.moments import InputMoments
+from infoprune_core.plan.flops import FFNCost
+from infoprune_core.plan.types import PathPoint
+from infoprune_core.reconstruction import RemovalPath
+
+MAX_CHUNK = 32
+LEVELS = 48  # a path has about this many points
+MIN_WIDTH_FRACTION = 1 / 16  # an FFN keeps at least this share of its channels
+
+
+def chunk_size(width: int) -> int:
+    """Channels removed per step: the largest power of two <= width / LEVELS, at most MAX_CHUNK."""
+    size = 1
+    while size * 2 <= min(MAX_CHUNK, width / LEVELS):
+        size *= 2
+    return size
+
+
+def min_width(width: int) -> int:
+    return max(1, int(width * MIN_WIDTH_FRACTION))
+
+
+def activation_scores(moments: InputMoments, weight: torch.Tensor) -> torch.Tensor:
+    """E[h_j^2] x ||W_out[:, j]||^2 per channel: its share of the output energy, ignoring re-fits."""
+    features = moments.features
+    return moments.gram.diagonal()[:features] * weight[:, :features].double().pow(2).sum(0).to(moments.gram.device)
+
+
+class ChannelRemoval:
+    """Kept channels of one FFN and the re-fit state as channels are removed."""
+
+    def __init__(self, width: int, path: RemovalPath, cost: FFNCost, scores: torch.Tensor | None) -> None:
+        self.width = width
+        self.path = path
+        self.cost = cost
+        self.scores = scores
+        self.alive = torch.ones(width, dtype=torch.bool)
+        self.chunk = chunk_size(width)
+
+    @property
+    def kept(self) -> list[int]:
+        return self.alive.nonzero().squeeze(1).tolist()
+
+    def _step(self, count: int) -> None:
+        if self.scores is not None:
+            costs = torch.where(self.alive, self.scores.double(), torch.full((self.width,), float("inf")))
+        else:
+            costs = self.path.column_costs()[: self.width].cpu()
+        chosen = costs.topk(count, largest=False).indices
+        self.path.remove(chosen.to(self.path.hinv.device))
+        self.alive[chosen] = False
+
+    def path_points(self) -> list[PathPoint]:
+        """Remove chunks down to the minimum width; FLOPs removed, cumulative error and width per step."""
+        full = self.cost.flops(self.width)
+        points = [PathPoint(0.0, 0.0, self.width)]
+        floor = min_width(self.width)
+        while (remaining := int(self.alive.sum())) > floor:
+            self._step(min(self.chunk, remaining - floor))
+            kept = int(self.alive.sum())
+            points.append(PathPoint(full - self.cost.flops(kept), self.path.error, kept))
+        return points
+
+    def reach(self, width: int) -> list[int]:
+        """Remove chunks until `width` channels remain; returns the kept channels."""
+        while (remaining := int(self.alive.sum())) > width:
+            self._step(min(self.chunk, remaining - width))
+        return self.kept
