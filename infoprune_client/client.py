@@ -21,8 +21,8 @@ import httpx
 from pydantic import BaseModel
 
 from infoprune_client import sse, transfer
-from infoprune_client.errors import ApiError, JobCancelled, JobFailed, WaitTimeout
-from infoprune_client.retry import RETRY_STATUSES, RetryableStatus, retrying
+from infoprune_client.errors import ApiError, ArtifactCorrupt, JobCancelled, JobFailed, WaitTimeout
+from infoprune_client.retry import RETRY_STATUSES, ChecksumMismatch, RetryableStatus, retrying
 from infoprune_client.schemas import (
     ArtifactList,
     ArtifactOut,
@@ -175,10 +175,10 @@ class Client:
             names = [transfer.safe_name(a.name) for a in artifacts]
             for index, name in enumerate(names):
                 try:
-                    self._retrying()(transfer.fetch, self._files, artifacts[index], staging / name)
+                    self._fetch(artifacts[index], staging / name)
                 except transfer.LinkExpired:  # the links expired while earlier files downloaded
                     artifacts = self.artifacts(job_id)
-                    self._retrying()(transfer.fetch, self._files, artifacts[index], staging / name)
+                    self._fetch(artifacts[index], staging / name)
             return transfer.install(staging, dest, names)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -206,6 +206,14 @@ class Client:
     # -- plumbing -------------------------------------------------------------------------------
     def _retrying(self) -> Any:
         return retrying(self.attempts, self.max_wait_s)
+
+    def _fetch(self, artifact: ArtifactOut, target: Path) -> None:
+        try:
+            self._retrying()(transfer.fetch, self._files, artifact, target)
+        except ChecksumMismatch as exc:
+            raise ArtifactCorrupt(f"{exc} (after {self.attempts} tries)") from exc
+        except RetryableStatus as exc:
+            raise ApiError.from_response(exc.response) from exc
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One try: 429/503 raise RetryableStatus (retried), other errors ApiError."""
@@ -254,7 +262,7 @@ class Client:
             response = self._retrying()(self._open_stream, job_id, after)
         except RetryableStatus as exc:
             raise ApiError.from_response(exc.response) from exc
-        with response:
+        try:
             for message in sse.messages(response.iter_lines()):
                 if deadline is not None and time.monotonic() > deadline:
                     raise WaitTimeout(job_id, 0.0)
@@ -263,4 +271,6 @@ class Client:
                 if message.event == "end":
                     return
                 yield EventOut.model_validate(json.loads(message.data))
+        finally:
+            response.close()
         raise _StreamEnded(job_id)

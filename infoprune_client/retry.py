@@ -72,7 +72,7 @@ def retrying(attempts: int, max_wait_s: float) -> Retrying:
     """The policy of every call: ``attempts`` tries in all; waits up to ``max_wait_s`` between two."""
     return Retrying(
         retry=retry_if_exception(transient),
-        wait=wait_retry_after(wait_exponential_jitter(initial=0.5, max=max_wait_s), cap=max_wait_s),
+        wait=wait_retry_after(wait_exponential_jitter(multiplier=0.5, max=max_wait_s, jitter=0.5), cap=max_wait_s),
         stop=stop_after_attempt(attempts),
         before_sleep=_log_retry,
         reraise=True,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from infoprune_jobs import workers
+from infoprune_jobs.db import transaction
 from tests.api.conftest import JOB, Api
 
 
@@ -88,6 +90,8 @@ def test_health_ready_metrics_openapi(api: Api) -> None:
     api.client.post("/v1/jobs", json=JOB, headers=api.headers())
     metrics = api.client.get("/metrics").text
     assert 'infoprune_jobs{status="queued"} 1.0' in metrics and "infoprune_http_requests_total" in metrics
+    assert 'infoprune_jobs_by_device_class{device_class="cpu",status="queued"} 1.0' in metrics
+    assert 'infoprune_workers{device_class="cpu"} 0.0' in metrics
     spec = api.client.get("/openapi.json").json()
     assert {
         "/v1/jobs",
@@ -110,3 +114,32 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_job(api: Api) -
     assert len({r.json()["id"] for r in responses}) == 1
     assert len(api.client.get("/v1/jobs", headers=api.headers()).json()["data"]) == 1
     assert api.ctx.dispatcher.queue.qsize() == 1  # type: ignore[attr-defined]
+
+
+def test_a_queue_nobody_consumes_is_reported_and_unconfigured_classes_are_refused(api: Api) -> None:
+    ready = api.client.get("/readyz").json()
+    assert ready["status"] == "degraded" and ready["workers"] == {"cpu": 0}
+    assert "infoprune.cpu" in ready["warnings"][0] and "infoprune worker --device-class cpu" in ready["warnings"][0]
+    job = api.client.post("/v1/jobs", json=JOB, headers=api.headers()).json()
+    first = api.client.get(f"/v1/jobs/{job['id']}/events", headers=api.headers()).json()["data"][0]
+    assert "no worker consumes queue infoprune.cpu" in first["message"]
+
+    with transaction(api.ctx.sessions) as s:
+        workers.announce(s, "w1@host", ["cpu"], every_s=15)
+    ready = api.client.get("/readyz").json()
+    assert ready == {**ready, "status": "ok", "workers": {"cpu": 1}, "warnings": []}
+    job = api.client.post("/v1/jobs", json=JOB, headers=api.headers()).json()
+    first = api.client.get(f"/v1/jobs/{job['id']}/events", headers=api.headers()).json()["data"][0]
+    assert first["message"] == "job created"
+    with transaction(api.ctx.sessions) as s:
+        workers.leave(s, "w1@host")
+    assert api.client.get("/readyz").json()["workers"] == {"cpu": 0}
+
+    gpu = api.client.post("/v1/jobs", json={**JOB, "device_class": "gpu"}, headers=api.headers())
+    assert gpu.status_code == 422 and "not configured" in gpu.json()["detail"] and "['cpu']" in gpu.json()["detail"]
+
+
+def test_refusals_name_no_server_path(api: Api) -> None:
+    for source in ("/etc", "../outside", "nothere"):
+        r = api.client.post("/v1/jobs", json={**JOB, "source": source}, headers=api.headers())
+        assert r.status_code == 422 and str(api.root) not in r.text and str(api.ctx.settings.data_dir) not in r.text

@@ -31,7 +31,7 @@ def test_job_past_its_time_limit_fails_and_the_worker_goes_on(
     stack = make_stack(pg_database, redis_url, s3_server, job_time_limit_s=10, pause_points=True, lease_ttl_s=60)
     assert stack.pauses is not None
     worker = stack.worker("w")
-    slow = stack.submit(gate_steps=100_000)
+    slow = stack.submit(heads="infoprune", gate_steps=100_000)
     job = stack.wait(slow, timeout=90)
     assert job["status"] == "failed", job
     assert job["error"] == "the job exceeded its time limit (10s)", job

@@ -3,18 +3,20 @@ for jobs, SeaweedFS S3 for artifacts and uploads. Includes killing a worker in t
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from api import build_context, create_app
 from infoprune_jobs.settings import Settings
-from tests.conftest import FAST_CONFIG, RUN_ID, S3Server
+from tests.conftest import FAST_CONFIG, RUN_ID, S3Server, free_port
 from tests.service.helpers import (
     create_key,
     download_artifacts,
@@ -35,9 +37,11 @@ class Stack:
     headers: dict[str, str]
     logs: Path
 
-    def worker(self, name: str) -> Any:
+    def worker(self, name: str, *extra: str) -> Any:
         return start(
-            ["worker", "--device-class", "cpu", f"--hostname={name}-{RUN_ID}@%h"], self.env, self.logs / f"{name}.log"
+            ["worker", "--device-class", "cpu", f"--hostname={name}-{RUN_ID}@%h", *extra],
+            self.env,
+            self.logs / f"{name}.log",
         )
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -88,8 +92,12 @@ def test_job_through_celery_postgres_and_s3(stack: Stack, tmp_path: Path, tiny_m
     from infoprune_core import load_compressed
 
     assert stack.client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
-    worker = stack.worker("w")
+    assert stack.client.get("/readyz").json()["workers"] == {"cpu": 0}
+    metrics_port = free_port()
+    worker = stack.worker("w", "--metrics-port", str(metrics_port))
     try:
+        ready = wait_until(lambda: _ready_with_worker(stack), 120, "the worker to announce itself")
+        assert ready["status"] == "ok" and ready["warnings"] == []
         t0 = time.perf_counter()
         r = stack.client.post("/v1/jobs", json={"source": "tiny-bert", "config": FAST_CONFIG}, headers=stack.headers)
         assert r.status_code == 202, r.text
@@ -117,9 +125,34 @@ def test_job_through_celery_postgres_and_s3(stack: Stack, tmp_path: Path, tiny_m
         print(f"celery+postgres+s3 job wall time (warm worker, uploaded source): {time.perf_counter() - t1:.2f}s")
         download_artifacts(stack.client, job2["id"], stack.headers, tmp_path / "a2")
         assert load_compressed(tmp_path / "a2") is not None
+
+        # the worker's job metrics: its prefork child observed them, its main process serves them
+        broken = stack.client.post(
+            "/v1/jobs", json={"source": "nothing-here", "config": FAST_CONFIG}, headers=stack.headers
+        )
+        assert broken.status_code == 422
+        (Path(stack.env["INFOPRUNE_DATA_DIR"]) / "models" / "empty").mkdir()
+        failing = stack.client.post("/v1/jobs", json={"source": "empty", "config": FAST_CONFIG}, headers=stack.headers)
+        assert wait_for_job(stack.client, failing.json()["id"], stack.headers, timeout=120)["status"] == "failed"
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert 'infoprune_job_queued_seconds_count{device_class="cpu"} 3.0' in metrics
+        assert 'infoprune_job_stage_seconds_count{outcome="succeeded",stage="pruning_heads"}' in metrics
+        assert 'infoprune_job_stage_seconds_count{outcome="succeeded",stage="uploading"} 2.0' in metrics
+        assert 'infoprune_job_failures_total{device_class="cpu",reason="pipeline"} 1.0' in metrics
+        api_metrics = stack.client.get("/metrics").text
+        assert 'infoprune_workers{device_class="cpu"} 1.0' in api_metrics
     finally:
         stop(worker)
-    assert "infoprune-test-secret" not in (tmp_path / "w.log").read_text()
+    log = (tmp_path / "w.log").read_text()
+    assert "infoprune-test-secret" not in log
+    claimed = [json.loads(line) for line in log.splitlines() if '"job claimed"' in line]
+    assert len(claimed) == 3 and all(len(entry["job_id"]) == 32 for entry in claimed)  # logs carry the job id
+    assert stack.client.get("/readyz").json()["workers"] == {"cpu": 0}  # a stopped worker withdraws
+
+
+def _ready_with_worker(stack: Stack) -> dict[str, Any] | None:
+    ready: dict[str, Any] = stack.client.get("/readyz").json()
+    return ready if ready["workers"] == {"cpu": 1} else None
 
 
 def test_killed_worker_job_finishes_exactly_once_on_another(stack: Stack, tmp_path: Path) -> None:
@@ -128,7 +161,7 @@ def test_killed_worker_job_finishes_exactly_once_on_another(stack: Stack, tmp_pa
     try:
         r = stack.client.post(
             "/v1/jobs",
-            json={"source": "tiny-bert", "config": {**FAST_CONFIG, "gate_steps": 600}},
+            json={"source": "tiny-bert", "config": {**FAST_CONFIG, "heads": "infoprune", "gate_steps": 600}},
             headers=stack.headers,
         )
         job_id = r.json()["id"]
@@ -141,6 +174,13 @@ def test_killed_worker_job_finishes_exactly_once_on_another(stack: Stack, tmp_pa
         job = wait_for_job(stack.client, job_id, stack.headers, timeout=180)
         assert job["status"] == "succeeded", (job, (tmp_path / "second.log").read_text()[-3000:])
         assert job["attempts"] == 2
+        lost, retried = job["attempt_history"]
+        assert (lost["outcome"], retried["outcome"]) == ("lost", "succeeded")
+        assert job["started_at"] == lost["started_at"] < retried["started_at"]  # the first start is kept
+        work = Path(stack.env["INFOPRUNE_DATA_DIR"]) / "work"
+        assert not list(work.glob(f"{job_id}-*"))  # the killed attempt's work folder is gone too
+        progress = [e["progress"] for e in stack.events(job_id)]
+        assert progress == sorted(progress)
         events = stack.events(job_id)
         assert events[: len(before)] == before  # the first attempt's events are intact
         assert any("requeued" in e["message"] for e in events)

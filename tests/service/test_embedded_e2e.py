@@ -103,7 +103,7 @@ def test_killed_embedded_server_finishes_the_job_after_restart(tmp_path: Path, t
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
             wait_until(lambda: _up(client), 120, "the server")
-            body = {"source": "tiny-bert", "config": {**FAST_CONFIG, "gate_steps": 600}}
+            body = {"source": "tiny-bert", "config": {**FAST_CONFIG, "heads": "infoprune", "gate_steps": 600}}
             job_id = client.post("/v1/jobs", json=body, headers=headers).json()["id"]
             mid_way = ("profiling", "pruning_heads", "compressing_ffn")
             wait_until(
