@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-.venv/bin/mypy infoprune_core infoprune_jobs api worker benchmarks
+.venv/bin/mypy infoprune_core infoprune_jobs infoprune_client api worker benchmarks
 exec .venv/bin/python -m pytest -q "$@"
