@@ -198,7 +198,7 @@ def cmd_report(args: argparse.Namespace, client: Client) -> int:
     else:
         from infoprune_core.report_table import format_report
 
-        print(format_report(report.model_dump(mode="json")))
+        print(format_report(report.model_dump(mode="json", exclude_unset=True)))  # the keys the server sent
     return EXIT_OK
 
 

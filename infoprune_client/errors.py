@@ -30,8 +30,9 @@ class ApiError(InfoPruneClientError):
             body = None
         if isinstance(body, dict) and "detail" in body:
             detail = str(body["detail"])
-            if errors := body.get("errors"):  # field errors of a 422
-                detail += ": " + "; ".join(f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in errors)
+            fields = [e for e in body.get("errors") or [] if str(e.get("msg")) not in detail]  # a 422's field errors
+            if fields:
+                detail += ": " + "; ".join(f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in fields)
             return cls(response.status_code, detail, body)
         return cls(response.status_code, response.text[:500] or response.reason_phrase)
 

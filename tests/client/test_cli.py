@@ -33,6 +33,8 @@ def test_submit_wait_download_and_load(server: Server, tmp_path: Path) -> None:
 
     report = server.cli("jobs", "report", job["id"], "--json")
     assert report.returncode == 0 and json.loads(report.stdout)["flops"]["scope_ratio"] > 0
+    table = server.cli("jobs", "report", job["id"])
+    assert table.returncode == 0 and "FLOPs" in table.stdout, table.stderr
     # the pipeline applied the published defaults to every option the job left unset
     published = httpx.get(f"{server.url}/openapi.json").json()["components"]["schemas"]["CompressionOptions"]
     applied = json.loads(report.stdout)["config"]
