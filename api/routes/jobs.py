@@ -219,7 +219,12 @@ async def _sse(ctx: Any, tenant_id: str, job_id: str, after: int, request: Reque
             await asyncio.sleep(ctx.settings.sse_poll_interval_s)
 
 
-@router.get("/{job_id}/report", response_model=JobReport, responses={**ERRORS, 409: ERRORS[404]})
+@router.get(
+    "/{job_id}/report",
+    response_model=JobReport,
+    response_model_exclude_unset=True,  # the keys the pipeline wrote; an absent one (accuracy, ...) stays absent
+    responses={**ERRORS, 409: ERRORS[404]},
+)
 def get_job_report(job_id: str, repo: RepoDep) -> JobReport:
     """The compression report (``report`` in the artifact's ``infoprune.json``) of a succeeded job."""
     job = _get_job(repo, job_id)

@@ -395,8 +395,10 @@ class FaultStack:
         return self.storage.list(f"tenants/{self.tenant_id}/jobs/{job_id}")
 
     def job_dirs_left(self) -> list[str]:
-        """Work folders of jobs the workers left behind (each job's is removed when it ends)."""
-        return sorted(p.name for p in self.worker_tmp.glob("infoprune-job-*"))
+        """Work folders of jobs the workers left behind (each job's is removed when it ends), in the
+        work root and, for anything written outside it, the workers' temporary folder."""
+        left = [p.name for p in self.settings.work_root.glob("*")] if self.settings.work_root.is_dir() else []
+        return sorted(left + [p.name for p in self.worker_tmp.glob("infoprune-*")])
 
 
 def assert_finished_once(stack: FaultStack, job_id: str, status: str = "succeeded") -> list[dict[str, Any]]:
