@@ -40,10 +40,14 @@ class CompressionConfig(BaseModel):
     gate_steps: int = Field(default=150, ge=0, le=100_000)
     recovery_steps: int = Field(default=200, ge=0, le=100_000)
     recovery_learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0)
+    recovery_hidden_weight: float = Field(default=1.0, ge=0.0, le=1000.0)  # block-output matching term
+    recovery_parameters: Literal["all", "projector"] = "all"  # projector: a VLM's projector alone
     validate_scores: bool = False
     reconstruct: bool = True  # re-fit the output projections after every cut (ridge least squares)
     ridge: float = Field(default=0.1, gt=0.0, le=1000.0)  # re-fit ridge strength, relative to input energy
     relative_tokens: bool = True  # weigh re-fit errors relative to the residual stream of each token
+    targets: Literal["compressed", "original"] = "compressed"  # re-fit toward the original block on the
+    # compressed model's activations, or toward the original model's own activations
     activation_dtype: Literal["float32", "bfloat16"] = "float32"  # calibration activations between blocks
     latency_batch: int = Field(default=32, ge=1, le=1024)
     latency_repeats: int = Field(default=5, ge=1, le=1000)

@@ -63,21 +63,39 @@ def measure(
     )
 
 
+FIDELITY_ROWS = 2  # rows compared at a time: a large vocabulary's logits are big
+
+
 def fidelity(
     model: nn.Module, batches: Sequence[Batch], teachers: Sequence[tuple[torch.Tensor, bool]]
 ) -> dict[str, float]:
-    """Output KL (logits) or relative error (features), cosine and top-1 agreement vs the original."""
-    totals = {"divergence": 0.0, "cosine": 0.0, "top1_agreement": 0.0}
+    """Output KL (logits) or relative error (features), cosine and top-1 agreement vs the original.
+
+    Each metric is the mean over batches of its token-weighted mean within the batch, computed a few
+    rows at a time so that the working copies of a large vocabulary's logits stay small.
+    """
+    metrics = {"divergence": divergence, "cosine": cosine, "top1_agreement": top1_agreement}
+    totals = dict.fromkeys(metrics, 0.0)
     logits = teachers[0][1]
     with torch.no_grad():
         for batch, (teacher, _) in zip(batches, teachers, strict=True):
             student, _ = model_output(model, batch)
             mask = batch.get("attention_mask")
-            totals["divergence"] += float(divergence(student, teacher, logits, mask))
-            totals["cosine"] += float(cosine(student, teacher, mask))
-            totals["top1_agreement"] += float(top1_agreement(student, teacher, mask))
-    result = {key: value / len(batches) for key, value in totals.items()}
-    result["kind"] = "kl" if logits else "relative_mse"  # type: ignore[assignment]
+            sums, weight = dict.fromkeys(metrics, 0.0), 0.0
+            for start in range(0, student.shape[0], FIDELITY_ROWS):
+                rows = slice(start, start + FIDELITY_ROWS)
+                s, t = student[rows], teacher[rows].float()
+                m = None if mask is None or mask.shape != student.shape[:2] else mask[rows]
+                tokens = float(m.sum()) if m is not None else float(s[..., 0].numel())
+                sums["divergence"] += tokens * float(divergence(s, t, logits, m))
+                sums["cosine"] += tokens * float(cosine(s, t, m))
+                sums["top1_agreement"] += tokens * float(top1_agreement(s, t, m))
+                weight += tokens
+            del student
+            for key in totals:
+                totals[key] += sums[key] / max(weight, 1.0)
+    result: dict[str, Any] = {key: value / len(batches) for key, value in totals.items()}
+    result["kind"] = "kl" if logits else "relative_mse"
     if not logits:
         del result["top1_agreement"]
     return result

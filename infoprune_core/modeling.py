@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import transformers
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from infoprune_core.adapters import ModelAdapter, adapter_for
@@ -84,6 +85,12 @@ def check_model_size(config: dict[str, Any], cls: type[transformers.PreTrainedMo
         raise SourceError(f"config.json implies about {total:.3g} parameters, above the limit {limit:.3g}")
 
 
+def _tied(model: nn.Module, key: str) -> bool:
+    """Whether a missing key is a weight tied to another one (e.g. an LM head tied to the embeddings)."""
+    tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or {}
+    return key in tied
+
+
 def load_processor(directory: Path, adapter: ModelAdapter) -> Any:
     loaders: dict[str, Any] = {
         "text": transformers.AutoTokenizer,
@@ -98,16 +105,47 @@ def load_processor(directory: Path, adapter: ModelAdapter) -> Any:
         ) from error
 
 
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the folder's safetensors files, read into memory.
+
+    Read, not memory-mapped: a mapped checkpoint keeps every page it was read from resident for as
+    long as any of its tensors lives, so the weights a cut replaces would never be given back.
+    """
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise SourceError(f"{directory} holds no .safetensors weights")
+    weights: dict[str, torch.Tensor] = {}
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt", backend="pread") as handle:
+                for key in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
+                    weights[key] = handle.get_tensor(key)
+        except (OSError, SafetensorError) as error:
+            raise SourceError(f"cannot read {path.name}: {error}") from error
+    return weights
+
+
 def load_model(directory: Path, device: str = "cpu") -> LoadedModel:
     config = read_config(directory)
     adapter = adapter_for_config(config)
     cls = model_class(config)
     check_model_size(config, cls)
     try:
-        model = cls.from_pretrained(
-            directory, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32
+        config_object = transformers.AutoConfig.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=False
         )
+        loaded: Any = cls.from_pretrained(
+            None,
+            config=config_object,
+            state_dict=read_weights(directory),
+            dtype=torch.float32,
+            output_loading_info=True,
+        )
+        model, info = loaded
     except (OSError, ValueError, RuntimeError) as error:
         raise SourceError(f"cannot load model weights from {directory}: {error}") from error
+    missing = [key for key in info["missing_keys"] if not _tied(model, key)]
+    if missing:
+        raise SourceError(f"the weights in {directory} lack {len(missing)} tensors, e.g. {missing[:3]}")
     model.eval().to(torch.device(device))
     return LoadedModel(model, adapter, load_processor(directory, adapter), config, directory)

@@ -26,7 +26,7 @@ from infoprune_core.modeling import load_model
 from infoprune_core.plan.budget import Budget, plan_for_budget
 from infoprune_core.plan.types import CompressionPlan
 from infoprune_core.progress import ProgressCallback, no_progress
-from infoprune_core.recovery import distill
+from infoprune_core.recovery import RecoverySettings, distill
 from infoprune_core.run import CalibrationData, Run, default_cache_dir, prepare_data, scope_stacks, scope_total
 from infoprune_core.sources import resolve_source
 
@@ -61,7 +61,22 @@ def engine_settings(config: CompressionConfig) -> engine.EngineSettings:
         relative_tokens=config.relative_tokens,
         storage_dtype=getattr(torch, config.activation_dtype),
         attention=config.heads != "none",
-        ffn=config.ffn != "none",
+        ffn_operator=ffn_operator(config),
+        original_targets=config.targets == "original",
+    )
+
+
+def ffn_operator(config: CompressionConfig) -> str | None:
+    """The FFN operator a config asks for; auto is width pruning (the measured default)."""
+    return {"none": None, "auto": "width"}.get(config.ffn, config.ffn)
+
+
+def recovery_settings(config: CompressionConfig) -> RecoverySettings:
+    return RecoverySettings(
+        steps=config.recovery_steps,
+        learning_rate=config.recovery_learning_rate,
+        hidden_weight=config.recovery_hidden_weight,
+        parameters=config.recovery_parameters,
     )
 
 
@@ -139,8 +154,9 @@ def compress(
                 model,
                 original,
                 data.calibration,
-                config.recovery_steps,
-                learning_rate=config.recovery_learning_rate,
+                recovery_settings(config),
+                blocks=[block.name for block in engine.iter_blocks(stacks)],
+                projector=adapter.projector(model),
                 on_step=run.ticker("recovering", "distillation step"),
             )
             del original
@@ -190,7 +206,7 @@ def compress(
                 "head_keep_ratio": config.head_keep_ratio,
                 "ffn_epsilon": config.ffn_epsilon,
             },
-            "structure": {"attention": walk.kept_heads, "ffn_width": walk.widths, "ffn_rank": {}},
+            "structure": {"attention": walk.kept_heads, "ffn_width": walk.widths, "ffn_rank": walk.ranks},
             "report": report,
         }
         output = save_compressed(model, directory, Path(output_dir), manifest)
@@ -243,6 +259,7 @@ def _plan_report(plan: CompressionPlan, scope_flops: float) -> dict[str, Any]:
                 if block.attention is None
                 else {"kv_groups": block.attention.kv_groups, "heads_per_group": block.attention.heads_per_group},
                 "ffn_width": block.ffn_width,
+                "ffn_energy_loss": None if block.ffn_low_rank is None else block.ffn_low_rank.energy_loss,
             }
             for name, block in plan.blocks.items()
         },
@@ -274,7 +291,13 @@ def _ffn_report(config: CompressionConfig, model: torch.nn.Module, stacks: list,
             continue
         done = walk.blocks.get(block.name, {}).get("ffn", {})
         layers[block.ffn.name] = {"part": block.ffn.part, **done}
-    return {"method": config.ffn, "widths": dict(walk.widths), "ranks": {}, "layers": layers}
+    return {
+        "method": config.ffn,
+        "operator": ffn_operator(config),
+        "widths": dict(walk.widths),
+        "ranks": dict(walk.ranks),
+        "layers": layers,
+    }
 
 
 def _latency_report(

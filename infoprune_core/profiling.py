@@ -12,15 +12,16 @@ from infoprune_core.adapters.base import AttentionSite, FFNSite
 from infoprune_core.calibration.statistics import CalibrationStats
 from infoprune_core.config import CompressionConfig
 from infoprune_core.evaluation import with_total
-from infoprune_core.ffn.lowrank import factorise_all
+from infoprune_core.ffn.lowrank import Factors, factorise
 from infoprune_core.heads.information import information_scores
 from infoprune_core.heads.validation import validate_scores
 from infoprune_core.modeling import load_model
-from infoprune_core.plan.flops import FlopCount, count_flops, parameter_count_by_part
+from infoprune_core.plan.flops import count_flops, parameter_count_by_part
 from infoprune_core.progress import ProgressCallback, no_progress
 from infoprune_core.run import Run, collect_statistics, default_cache_dir, prepare_data, scope_stacks
 from infoprune_core.sources import resolve_source
 from infoprune_core.spectra import effective_rank, truncation_ks
+from infoprune_core.surgery import get_linear
 
 
 def head_profile(model: torch.nn.Module, sites: Sequence[AttentionSite], stats: CalibrationStats) -> dict[str, Any]:
@@ -41,18 +42,26 @@ def head_profile(model: torch.nn.Module, sites: Sequence[AttentionSite], stats: 
     }
 
 
-def ffn_spectra(model: torch.nn.Module, sites: Sequence[FFNSite], stats: CalibrationStats) -> dict[str, Any]:
+def ffn_spectra(
+    model: torch.nn.Module, sites: Sequence[FFNSite], stats: CalibrationStats, ridge: float
+) -> dict[str, Any]:
     """Per FFN linear: whitened singular values summarised (eRank and ranks at 1%, 5%, 10% KS loss)."""
     spectra = {}
-    for factors in factorise_all(model, sites, stats, FlopCount(), whitened=True):
-        losses = truncation_ks(factors.s)
-        spectra[factors.path] = {
-            "shape": list(factors.shape),
-            "erank": float(effective_rank(factors.s)),
-            "rank_at_ks": {str(eps): int((losses > eps).sum()) + 1 for eps in (0.01, 0.05, 0.1)},
-            "break_even_rank": factors.break_even,
-        }
+    for site in sites:
+        for path in (*site.inputs, site.output):
+            moments = (stats.ffn_hidden if path == site.output else stats.ffn_input)[site.name]
+            spectra[path] = _spectrum(factorise(get_linear(model, path).weight.detach(), moments.gram, ridge))
     return spectra
+
+
+def _spectrum(factors: Factors) -> dict[str, Any]:
+    losses = truncation_ks(factors.s)
+    return {
+        "shape": list(factors.shape),
+        "erank": float(effective_rank(factors.s)),
+        "rank_at_ks": {str(eps): int((losses > eps).sum()) + 1 for eps in (0.01, 0.05, 0.1)},
+        "break_even_rank": factors.break_even,
+    }
 
 
 def profile(
@@ -77,7 +86,7 @@ def profile(
             "flops": with_total(counts.by_part(adapter, model)),
             "params": with_total(parameter_count_by_part(model, adapter)),
             "layers": head_profile(model, sites, stats),
-            "ffn_spectra": ffn_spectra(model, ffn_sites, stats),
+            "ffn_spectra": ffn_spectra(model, ffn_sites, stats, config.ridge),
             "flops_per_module": {**counts.modules, **{f"{k} (QK^T, AV)": v for k, v in counts.attention_core.items()}},
             "params_per_module": {name: p.numel() for name, p in model.named_parameters()},
         }

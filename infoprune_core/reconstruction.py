@@ -33,6 +33,11 @@ def _regularised(gram: torch.Tensor, lam: float) -> torch.Tensor:
     return gram.to(DTYPE) + lam * torch.eye(gram.shape[0], dtype=DTYPE, device=gram.device)
 
 
+def kept_columns(columns: torch.Tensor, features: int, bias: bool) -> torch.Tensor:
+    """Kept input columns, plus the constant (bias) column when there is one."""
+    return torch.cat([columns, torch.tensor([features])]) if bias else columns
+
+
 def ridge_refit(
     weight: torch.Tensor,
     gram: torch.Tensor,

@@ -1,45 +1,110 @@
-"""Optional recovery: a short distillation of the compressed model from the original."""
+"""Optional recovery: a short distillation of the compressed model from the original.
+
+The loss is the divergence of the outputs (KL on logits, relative error on features) plus, weighted
+by `hidden_weight`, the relative squared error of every compressed block's output against the
+original's (hidden-state matching, as Minitron and LLM-Streamline do). The original is run alongside
+without gradients. Which weights train is a choice: all of them, or only a VLM's projector.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from infoprune_core.objectives import TeacherOutputs, divergence, model_output
+from infoprune_core.objectives import divergence, model_output
+
+Batch = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    steps: int
+    learning_rate: float
+    hidden_weight: float  # weight of the block-output matching term (0: outputs only)
+    parameters: str  # "all", or "projector" (a VLM's projector alone)
+
+
+@contextmanager
+def block_outputs(model: nn.Module, blocks: Sequence[str], into: list[torch.Tensor]) -> Iterator[None]:
+    """Append the output of every named block to `into` while inside."""
+
+    def keep(_: nn.Module, __: tuple, output: torch.Tensor | tuple) -> None:
+        into.append(output[0] if isinstance(output, tuple) else output)
+
+    with ExitStack() as hooks:
+        for name in blocks:
+            handle = model.get_submodule(name).register_forward_hook(keep)
+            hooks.callback(handle.remove)
+        yield
+
+
+def hidden_mismatch(
+    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean over blocks of ||s - t||^2 / ||t||^2 over the valid tokens."""
+    losses = []
+    for s, t in zip(student, teacher, strict=True):
+        valid = torch.ones(t.shape[:2], dtype=t.dtype, device=t.device)
+        if mask is not None and mask.shape == t.shape[:2]:
+            valid = mask.to(t.dtype)
+        error = ((s.float() - t.float()).pow(2).sum(-1) * valid).sum()
+        losses.append(error / ((t.float().pow(2).sum(-1) * valid).sum()).clamp_min(1e-12))
+    return torch.stack(losses).mean()
+
+
+def trainable(model: nn.Module, which: str, projector: str | None) -> list[nn.Parameter]:
+    if which == "projector":
+        if projector is None:
+            raise ValueError("recovery of the projector alone needs a model with a projector (a VLM)")
+        return list(model.get_submodule(projector).parameters())
+    return list(model.parameters())
 
 
 def distill(
     student: nn.Module,
     teacher: nn.Module,
-    batches: Sequence[Mapping[str, torch.Tensor]],
-    steps: int,
-    learning_rate: float = 1e-4,
+    batches: Sequence[Batch],
+    settings: RecoverySettings,
+    blocks: Sequence[str],
+    projector: str | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> list[float]:
-    """AdamW on all student weights against the teacher's outputs; returns the loss per step.
+    """AdamW on the chosen student weights against the teacher's outputs; returns the loss per step.
 
     Dropout stays off (eval mode): the data is the small calibration set, not a training corpus.
     """
-    student.requires_grad_(True)
-    optimiser = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1 - step / max(steps, 1))
+    parameters = trainable(student, settings.parameters, projector)
+    student.requires_grad_(False)
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimiser = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1 - step / max(settings.steps, 1))
+    matched = blocks if settings.hidden_weight > 0 else ()
     losses = []
-    targets = TeacherOutputs(teacher)
-    for step in range(steps):
+    for step in range(settings.steps):
         batch = batches[step % len(batches)]
-        target, logits = targets(step % len(batches), batch)
-        output, _ = model_output(student, batch)
-        loss = divergence(output, target, logits, batch.get("attention_mask"))
+        mask = batch.get("attention_mask")
+        wanted: list[torch.Tensor] = []
+        with torch.no_grad(), block_outputs(teacher, matched, wanted):
+            target, logits = model_output(teacher, batch)
+        seen: list[torch.Tensor] = []
+        with block_outputs(student, matched, seen):
+            output, _ = model_output(student, batch)
+        loss = divergence(output, target, logits, mask)
+        if matched:
+            loss = loss + settings.hidden_weight * hidden_mismatch(seen, wanted, mask)
         optimiser.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimiser.step()
         schedule.step()
         losses.append(loss.item())
         if on_step is not None:
-            on_step(step + 1, steps)
+            on_step(step + 1, settings.steps)
     student.requires_grad_(False)
     student.eval()
     return losses

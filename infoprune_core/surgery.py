@@ -188,3 +188,21 @@ def factorise_linear(model: nn.Module, path: str, down: torch.Tensor, up: torch.
             low_rank.up.bias.copy_(linear.bias)
     model.set_submodule(path, low_rank)
     return low_rank
+
+
+def augmented_weight(model: nn.Module, path: str) -> torch.Tensor:
+    """[W, b] of a linear (W alone when it has no bias): what a re-fit with a bias column works on."""
+    linear = get_linear(model, path)
+    weight = linear.weight.detach()
+    return weight if linear.bias is None else torch.cat([weight, linear.bias.detach()[:, None]], 1)
+
+
+def write_augmented(model: nn.Module, path: str, augmented: torch.Tensor) -> None:
+    """Set a linear's weight (and bias, the last column) from an augmented matrix of its shape."""
+    linear = get_linear(model, path)
+    with torch.no_grad():
+        if linear.bias is not None:
+            linear.weight.copy_(augmented[:, :-1])
+            linear.bias.copy_(augmented[:, -1])
+        else:
+            linear.weight.copy_(augmented)

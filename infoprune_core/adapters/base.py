@@ -83,6 +83,10 @@ class ModelAdapter(ABC):
     @abstractmethod
     def ffn_sites(self, model: nn.Module) -> list[FFNSite]: ...
 
+    def projector(self, model: nn.Module) -> str | None:
+        """Module path of the projector between a vision tower and a language model (None: there is none)."""
+        return None
+
     def stacks(self, model: nn.Module) -> list[Stack]:
         """The model's layer stacks in the order a forward pass runs them, each with its blocks.
 

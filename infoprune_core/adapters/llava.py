@@ -43,6 +43,9 @@ class LlavaAdapter(ModelAdapter):
             _module_path(model, "language_model"),
         )
 
+    def projector(self, model: nn.Module) -> str | None:
+        return self._paths(model)[1]
+
     def part_prefixes(self, model: nn.Module) -> dict[str, Part]:
         vision, projector, _ = self._paths(model)
         # The language model, embeddings and lm_head are everything that is not vision or projector.

@@ -1,36 +1,44 @@
-"""Training-free FFN compression: adaptive low-rank factorisation or width pruning under a FLOP budget.
+"""Low-rank FFN operators: each FFN linear W (out x in) becomes up(down(x)) with rank r.
 
-Each method turns one global knob epsilon (the KS / energy loss allowed per matrix) into a plan
-(rank per linear, or width per FFN); `plan_for_budget` finds epsilon by bisection so the FFN FLOPs
-meet a target, and `apply_plan` edits the model.
+Whitened (SVD-LLM's truncation-aware whitening): with S the Cholesky factor of G + lam I, G the second
+moment of the linear's inputs on the calibration tokens, W S = U diag(s) V^T and W ~ U_r diag(s_r)
+V_r^T S^-1. The discarded s_i^2 are then exactly the output error on those inputs (plus the ridge term),
+so this rank-r map is the least-squares optimum there. Because the walk gathers G on the inputs the
+already-compressed blocks produce, and the down projection's G after its own FFN's gate/up were
+factorised, this is also SVD-LLM's layer-wise update: the optimum on the compressed stream.
+Plain SVD (no whitening) and uniform rank (the same share of every matrix's rank) are baselines.
+
+Ranks follow one knob per FFN, the share of each matrix's (whitened) energy its truncation may lose;
+a matrix stays dense where the rank would not save compute (r >= in * out / (in + out)).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from infoprune_core.adapters.base import FFNSite
-from infoprune_core.calibration.statistics import CalibrationStats
-from infoprune_core.errors import BudgetError
-from infoprune_core.plan.flops import FlopCount
-from infoprune_core.spectra import truncation_ks
-from infoprune_core.surgery import factorise_linear, get_linear, prune_ffn_width
+from infoprune_core.calibration.block import BlockStatistics
+from infoprune_core.calibration.moments import InputMoments
+from infoprune_core.plan.flops import FFNCost
+from infoprune_core.plan.types import LowRankShape, PathPoint
+from infoprune_core.reconstruction import DTYPE, damping
+from infoprune_core.surgery import factorise_linear, get_linear
+
+STEPS = 24  # ranks tried per matrix between its break-even and a sixteenth of it
 
 
 @dataclass
-class LinearFactors:
-    """SVD of W (or of W whitened by the input's Cholesky factor L): W L = U diag(s) Vh."""
+class Factors:
+    """W S = U diag(s) Vh (S: the whitening factor, or None for plain SVD)."""
 
-    path: str
     u: torch.Tensor
     s: torch.Tensor
     vh: torch.Tensor
-    whitening: torch.Tensor | None  # L, lower triangular, or None for plain SVD
-    tokens: int
+    whitening: torch.Tensor | None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -42,158 +50,117 @@ class LinearFactors:
         out_features, in_features = self.shape
         return max(int((in_features * out_features - 1) // (in_features + out_features)), 0)
 
-    def dense_flops(self) -> float:
-        out_features, in_features = self.shape
-        return 2.0 * self.tokens * in_features * out_features
+    def energy_loss(self) -> torch.Tensor:
+        """Share of the (whitened) energy lost by keeping r = 1..d singular values."""
+        energy = self.s.pow(2)
+        return 1 - energy.cumsum(0) / energy.sum().clamp_min(1e-30)
 
-    def flops(self, rank: int | None) -> float:
-        out_features, in_features = self.shape
-        return self.dense_flops() if rank is None else 2.0 * self.tokens * rank * (in_features + out_features)
+    def rank(self, level: float, uniform: bool) -> int | None:
+        """The rank for a level (None: stay dense, the rank would not save compute)."""
+        full = self.s.numel()
+        rank = max(round((1 - level) * full), 1) if uniform else int((self.energy_loss() > level).sum()) + 1
+        return rank if rank <= self.break_even else None
 
     def factors(self, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(down [r, in], up [out, r]) with W ~ up @ down; singular values split evenly."""
         root = self.s[:rank].sqrt()
         down = root[:, None] * self.vh[:rank]
         if self.whitening is not None:
-            # down @ L^-1, computed as a triangular solve: X L = down  <=>  L^T X^T = down^T
+            # down @ S^-1, computed as a triangular solve: X S = down  <=>  S^T X^T = down^T
             down = torch.linalg.solve_triangular(self.whitening.T, down.T, upper=True).T
         return down, self.u[:, :rank] * root[None, :]
 
 
-@dataclass
-class FFNPlan:
-    """Per linear: a rank (factorised) or None (dense); per FFN site: kept width or None."""
-
-    epsilon: float
-    ranks: dict[str, int | None] = field(default_factory=dict)
-    widths: dict[str, int | None] = field(default_factory=dict)
-    flops: float = 0.0
-
-
-def whitening_factor(covariance: torch.Tensor) -> torch.Tensor:
-    """Cholesky factor of the input second moment, with a little damping for stability."""
-    damping = 1e-4 * covariance.diagonal().mean().clamp_min(1e-12)
-    eye = torch.eye(covariance.shape[0], dtype=covariance.dtype, device=covariance.device)
-    for attempt in range(6):
-        factor, info = torch.linalg.cholesky_ex(covariance + damping * (10**attempt) * eye)
-        if int(info) == 0:
-            return factor
-    raise RuntimeError("input covariance is not positive definite even after damping")
+def factorise(weight: torch.Tensor, gram: torch.Tensor | None, ridge: float) -> Factors:
+    """SVD of W, whitened by the ridged input second moment `gram` ([in, in]) when given."""
+    w = weight.to(DTYPE)
+    whitening = None
+    if gram is not None:
+        features = gram.shape[0]
+        gram = gram.to(DTYPE)
+        lam = damping(gram, ridge, features)
+        whitening = torch.linalg.cholesky(gram + lam * torch.eye(features, dtype=DTYPE, device=gram.device))
+        w = w @ whitening.to(w.device)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    return Factors(u, s, vh, None if whitening is None else whitening.to(u.device))
 
 
-def factorise_all(
-    model: nn.Module, sites: Sequence[FFNSite], stats: CalibrationStats, counts: FlopCount, whitened: bool
-) -> list[LinearFactors]:
-    """One SVD per FFN linear (whitened by its input covariance when asked)."""
-    factors = []
-    for site in sites:
-        for path in (*site.inputs, site.output):
-            covariance = (stats.ffn_hidden if path == site.output else stats.ffn_input)[site.name].covariance
-            weight = get_linear(model, path).weight.detach().double()
-            whitening = whitening_factor(covariance.double()) if whitened else None
-            u, s, vh = torch.linalg.svd(weight @ whitening if whitening is not None else weight, full_matrices=False)
-            factors.append(LinearFactors(path, u, s, vh, whitening, counts.tokens.get(path, 0)))
-    return factors
+def ffn_path(factorised: Sequence[tuple[str, Factors]], cost: FFNCost, uniform: bool) -> list[PathPoint]:
+    """The FFN's low-rank path over LEVELS: FLOPs removed and an error estimate in output units.
+
+    The output projection's discarded energy is its output error; the input projections' share of
+    lost energy is taken as the same share of the FFN's output energy (they act before the activation).
+    """
+    *inputs, (_, output) = factorised
+    width = output.shape[1]
+    full = cost.flops(width)
+    output_energy = float(output.s.pow(2).sum())
+    points: list[PathPoint] = []
+    for level in _levels([factors for _, factors in factorised], uniform):
+        flops, error = 0.0, 0.0
+        ranks = []
+        for index, (path, factors) in enumerate(factorised):
+            rank = factors.rank(level, uniform)
+            flops += cost.flops(width) / cost.matrices if rank is None else cost.low_rank_flops(rank, width)
+            if rank is not None:
+                ranks.append((path, rank))
+                share = 1 if index == len(inputs) else len(inputs)
+                error += float(factors.energy_loss()[rank - 1]) * output_energy / share
+        if not points or full - flops > points[-1].flops_removed:
+            points.append(PathPoint(full - flops, error, LowRankShape(level, tuple(ranks))))
+    return points
 
 
-def rank_for(factors: LinearFactors, epsilon: float) -> int | None:
-    """Smallest rank whose KS loss is <= epsilon; None (stay dense) when it would not save compute."""
-    losses = truncation_ks(factors.s)
-    rank = int((losses > epsilon).sum()) + 1
-    return rank if rank <= factors.break_even else None
+def _weight(model: nn.Module, path: str) -> torch.Tensor:
+    return get_linear(model, path).weight.detach()
 
 
-def low_rank_plan(all_factors: Sequence[LinearFactors], epsilon: float, uniform: bool) -> FFNPlan:
-    """Ranks for one epsilon; `uniform` keeps the same fraction (1 - epsilon) of every matrix's rank."""
-    plan = FFNPlan(epsilon)
-    for factors in all_factors:
-        rank: int | None
-        if uniform:
-            uniform_rank = max(round((1 - epsilon) * factors.s.numel()), 1)
-            rank = uniform_rank if uniform_rank <= factors.break_even else None
-        else:
-            rank = rank_for(factors, epsilon)
-        plan.ranks[factors.path] = rank
-        plan.flops += factors.flops(rank)
-    return plan
+def _levels(factorised: Sequence[Factors], uniform: bool) -> list[float]:
+    """Knob values at which some matrix reaches one of STEPS ranks below its break-even."""
+    levels = {0.0}
+    for factors in factorised:
+        full, top = factors.s.numel(), factors.break_even
+        losses = factors.energy_loss()
+        for step in range(STEPS):
+            rank = max(round(top * (1 - step / STEPS * (1 - 1 / 16))), 1)
+            levels.add(1 - rank / full + 1e-9 if uniform else float(losses[rank - 1]))
+    return sorted(levels)
 
 
-@dataclass
-class WidthScores:
-    site: FFNSite
-    importance: torch.Tensor  # per intermediate neuron, descending sort not assumed
-    flops_per_neuron: float
-    mean: torch.Tensor
-
-
-def width_scores(
-    model: nn.Module, sites: Sequence[FFNSite], stats: CalibrationStats, counts: FlopCount
-) -> list[WidthScores]:
-    """Neuron importance E[h_j^2] x ||W_out[:, j]||^2 (activation-weighted output energy)."""
-    result = []
-    for site in sites:
-        hidden = stats.ffn_hidden[site.name]
-        output = get_linear(model, site.output).weight.detach().double()
-        importance = hidden.covariance.diagonal() * output.pow(2).sum(0)
-        per_neuron = (
-            sum(2.0 * counts.tokens.get(path, 0) * get_linear(model, path).in_features for path in site.inputs)
-            + 2.0 * counts.tokens.get(site.output, 0) * output.shape[0]
-        )
-        result.append(WidthScores(site, importance, per_neuron, hidden.mean))
-    return result
-
-
-def width_plan(scores: Sequence[WidthScores], epsilon: float) -> FFNPlan:
-    """Keep, per FFN, the fewest neurons whose share of importance lost is <= epsilon."""
-    plan = FFNPlan(epsilon)
-    for entry in scores:
-        losses = truncation_ks(entry.importance)
-        width = int((losses > epsilon).sum()) + 1
-        full = entry.importance.numel()
-        plan.widths[entry.site.name] = None if width >= full else width
-        plan.flops += entry.flops_per_neuron * width
-    return plan
-
-
-def bisect_epsilon(plan_at, target_flops: float, dense_flops: float, iterations: int = 40) -> FFNPlan:
-    """The smallest epsilon whose plan's FLOPs are <= target (plans shrink as epsilon grows)."""
-    if target_flops >= dense_flops:
-        return plan_at(0.0)
-    smallest = plan_at(1.0 - 1e-9)
-    if smallest.flops > target_flops:
-        raise BudgetError(
-            f"FFN compression alone cannot reach the budget: the FFNs in scope need at least "
-            f"{smallest.flops / 1e9:.3f} GFLOPs but only {target_flops / 1e9:.3f} GFLOPs are left for them"
-        )
-    low, high = 0.0, 1.0 - 1e-9
-    best = smallest
-    for _ in range(iterations):
-        middle = (low + high) / 2
-        plan = plan_at(middle)
-        if plan.flops <= target_flops:
-            best, high = plan, middle
-        else:
-            low = middle
-    return best
-
-
-def apply_plan(
+def low_rank_path(
     model: nn.Module,
-    plan: FFNPlan,
-    factors: Sequence[LinearFactors] = (),
-    widths: Sequence[WidthScores] = (),
-) -> None:
-    for entry in factors:
-        rank = plan.ranks.get(entry.path)
-        if rank is not None:
-            down, up = entry.factors(rank)
-            factorise_linear(model, entry.path, down.float(), up.float())
-    for scored in widths:
-        width = plan.widths.get(scored.site.name)
-        if width is not None:
-            kept = scored.importance.argsort(descending=True)[:width].tolist()
-            prune_ffn_width(model, scored.site, kept, scored.mean.float())
+    site: FFNSite,
+    stats: BlockStatistics,
+    cost: FFNCost,
+    ridge: float,
+    operator: str,
+) -> list[PathPoint]:
+    """The FFN's low-rank path under `operator` (errors in the units of its hidden Gram matrix)."""
+    assert stats.ffn_inputs is not None and stats.channels is not None
+    whitened = operator == "whitened_svd"
+    factorised = [
+        (path, factorise(_weight(model, path), _gram(moments) if whitened else None, ridge))
+        for path, moments in [*((p, stats.ffn_inputs) for p in site.inputs), (site.output, stats.channels)]
+    ]
+    return ffn_path(factorised, cost, uniform=operator == "uniform")
 
 
-def dense_ffn_flops(sites: Sequence[FFNSite], counts: FlopCount) -> float:
-    return sum(counts.modules.get(path, 0.0) for site in sites for path in (*site.inputs, site.output))
+def _gram(moments: InputMoments) -> torch.Tensor:
+    return moments.gram[: moments.features, : moments.features]
+
+
+def factorise_at(
+    model: nn.Module, paths: Sequence[str], moments: InputMoments, shape: LowRankShape, ridge: float, operator: str
+) -> dict[str, int]:
+    """Replace each linear at `paths` that `shape` factorises by its best factorisation of that rank on
+    these inputs; returns the ranks applied."""
+    planned = dict(shape.ranks)
+    applied = {}
+    for path in paths:
+        if path not in planned:
+            continue
+        factors = factorise(_weight(model, path), _gram(moments) if operator == "whitened_svd" else None, ridge)
+        down, up = factors.factors(planned[path])
+        factorise_linear(model, path, down.float(), up.float())
+        applied[path] = planned[path]
+    return applied

@@ -8,12 +8,18 @@ the cut is measured by the same re-fit.
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
+import torch
+from torch import nn
+
+from infoprune_core.adapters.base import FFNSite
+from infoprune_core.calibration.block import BlockStatistics
 from infoprune_core.calibration.moments import InputMoments
 from infoprune_core.plan.flops import FFNCost
 from infoprune_core.plan.types import PathPoint
-from infoprune_core.reconstruction import RemovalPath
+from infoprune_core.reconstruction import RemovalPath, kept_columns, ridge_refit
+from infoprune_core.surgery import augmented_weight, prune_ffn_width, write_augmented
 
 MAX_CHUNK = 32
 LEVELS = 48  # a path has about this many points
@@ -78,3 +84,46 @@ class ChannelRemoval:
         while (remaining := int(self.alive.sum())) > width:
             self._step(min(self.chunk, remaining - width))
         return self.kept
+
+
+def channel_removal(
+    model: nn.Module,
+    site: FFNSite,
+    moments: InputMoments,
+    cost: FFNCost,
+    ridge: float,
+    scores: torch.Tensor | None = None,
+) -> ChannelRemoval:
+    path = RemovalPath(augmented_weight(model, site.output), moments.gram, ridge, protected=int(moments.bias))
+    return ChannelRemoval(moments.features, path, cost, scores)
+
+
+def width_path(model: nn.Module, site: FFNSite, moments: InputMoments, cost: FFNCost, ridge: float) -> list[PathPoint]:
+    """The FFN's channel-removal path by re-fit error (errors in the units of the Gram matrix)."""
+    return channel_removal(model, site, moments, cost, ridge).path_points()
+
+
+def cut_width(
+    model: nn.Module,
+    site: FFNSite,
+    width: int,
+    stats: BlockStatistics,
+    cost: FFNCost,
+    ridge: float,
+    reconstruct: bool,
+) -> dict[str, Any]:
+    """Keep `width` channels and re-fit the output projection (or, without a re-fit, keep the channels
+    with the most output energy and fold the mean of the others into the bias)."""
+    moments = stats.channels
+    assert moments is not None
+    original = augmented_weight(model, site.output)
+    # Without a re-fit the OBS cost does not apply; channels go by activation-weighted output energy.
+    scores = None if reconstruct else activation_scores(moments, original)
+    removal = channel_removal(model, site, moments, cost, ridge, scores)
+    kept = removal.reach(width)
+    prune_ffn_width(model, site, kept, moments.mean.float() if moments.bias and not reconstruct else None)
+    if reconstruct:
+        columns = kept_columns(torch.tensor(kept), moments.features, moments.bias)
+        refit = ridge_refit(original, moments.gram, columns, ridge, moments.features, cross=moments.cross)
+        write_augmented(model, site.output, refit)
+    return {"width": len(kept), "refit_error": removal.path.error / max(stats.energy, 1e-30)}

@@ -35,7 +35,7 @@ def ablation_scores(
             with torch.no_grad(), head_masks(model, {site.o: mask}):
                 for batch, (teacher, logits) in zip(batches, teachers, strict=True):
                     student, _ = model_output(model, batch)
-                    damage[head] += float(divergence(student, teacher, logits, batch.get("attention_mask")))
+                    damage[head] += float(divergence(student, teacher.float(), logits, batch.get("attention_mask")))
             done += 1
             if on_head is not None:
                 on_head(done, total)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from infoprune_core.errors import BudgetError
 from infoprune_core.plan.allocation import allocate, within_error
-from infoprune_core.plan.types import AttentionShape, BlockPlan, CompressionPlan, PathPoint
+from infoprune_core.plan.types import AttentionShape, BlockPlan, CompressionPlan, LowRankShape, PathPoint
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,15 @@ def plan_for_budget(paths: Mapping[str, BlockPaths], budget: Budget) -> Compress
                 if half == "ffn":
                     choice[i] = within_error(path, budget.ffn_epsilon)
     plan = CompressionPlan()
-    for index, (name, half, path) in enumerate(curves):
+    for index, (name, _, path) in enumerate(curves):
         point = path[choice[index]]
         current = plan.blocks.get(name, BlockPlan(name))
-        if half == "attention":
-            assert isinstance(point.shape, AttentionShape)
-            current = BlockPlan(name, point.shape, current.ffn_width)
+        if isinstance(point.shape, AttentionShape):
+            current = replace(current, attention=point.shape)
+        elif isinstance(point.shape, LowRankShape):
+            current = replace(current, ffn_low_rank=point.shape)
         else:
-            assert isinstance(point.shape, int)
-            current = BlockPlan(name, current.attention, point.shape)
+            current = replace(current, ffn_width=point.shape)
         plan.blocks[name] = current
         plan.flops_removed += point.flops_removed
         plan.expected_error += point.error

@@ -18,12 +18,20 @@ class AttentionShape:
 
 
 @dataclass(frozen=True)
+class LowRankShape:
+    """The rank of each factorised FFN linear, found at one share of (whitened) energy lost."""
+
+    energy_loss: float
+    ranks: tuple[tuple[str, int], ...]  # (linear path, rank); linears not listed stay dense
+
+
+@dataclass(frozen=True)
 class PathPoint:
     """One step of a block's removal path: FLOPs removed so far, the re-fit error, the shape reached."""
 
     flops_removed: float
     error: float
-    shape: AttentionShape | int  # an attention layout, or an FFN width
+    shape: AttentionShape | int | LowRankShape  # an attention layout, an FFN width, or a low-rank level
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class BlockPlan:
     name: str
     attention: AttentionShape | None = None
     ffn_width: int | None = None
+    ffn_low_rank: LowRankShape | None = None
 
 
 @dataclass

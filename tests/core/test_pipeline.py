@@ -125,6 +125,20 @@ def test_every_head_method_meets_the_budget(heads: str, reconstruct: bool, model
     load_compressed(tmp_path / "out")
 
 
+@pytest.mark.parametrize("ffn", ["whitened_svd", "svd", "uniform"])
+def test_low_rank_operators_meet_the_budget_and_reload(ffn: str, model_dirs, tmp_path: Path) -> None:
+    config = CompressionConfig(target_flops_ratio=0.7, heads="none", ffn=ffn, measure_latency=False, **FAST)
+    report = compress(str(model_dirs["llama"]), tmp_path / "out", config).report
+    assert abs(report["flops"]["scope_ratio"] - 0.7) <= 0.02
+    assert report["ffn"]["ranks"], "some FFN linear was factorised"
+    manifest = json.loads((tmp_path / "out" / "infoprune.json").read_text())
+    assert manifest["structure"]["ffn_rank"] == report["ffn"]["ranks"]
+    inputs = _inputs(model_dirs["llama"], None)
+    reloaded = load_compressed(tmp_path / "out")
+    assert any(type(m).__name__ == "LowRankLinear" for m in reloaded.modules())
+    torch.testing.assert_close(_outputs(reloaded, inputs), _outputs(load_compressed(tmp_path / "out"), inputs))
+
+
 def test_uniform_llama_result_loads_with_plain_from_pretrained(model_dirs, tmp_path: Path) -> None:
     config = CompressionConfig(head_keep_ratio=0.67, heads="l1", ffn="none", **FAST)
     compress(str(model_dirs["llama"]), tmp_path / "out", config)

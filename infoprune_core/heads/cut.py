@@ -1,0 +1,62 @@
+"""Cutting the heads of one attention block within a planned shape, then re-fitting its output projection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from infoprune_core.adapters.base import AttentionSite
+from infoprune_core.calibration.block import BlockStatistics
+from infoprune_core.calibration.moments import InputMoments
+from infoprune_core.heads.base import HeadImportance
+from infoprune_core.heads.selection import HeadRemoval, head_columns
+from infoprune_core.plan.flops import AttentionCost
+from infoprune_core.plan.types import AttentionShape, PathPoint
+from infoprune_core.reconstruction import RemovalPath, kept_columns, ridge_refit
+from infoprune_core.surgery import augmented_weight, prune_heads, write_augmented
+
+
+def head_removal(
+    model: nn.Module,
+    site: AttentionSite,
+    moments: InputMoments,
+    cost: AttentionCost,
+    ridge: float,
+    scores: torch.Tensor | None = None,
+) -> HeadRemoval:
+    path = RemovalPath(augmented_weight(model, site.o), moments.gram, ridge, protected=int(moments.bias))
+    return HeadRemoval(site, path, cost, scores)
+
+
+def attention_path(
+    model: nn.Module, site: AttentionSite, moments: InputMoments, cost: AttentionCost, ridge: float
+) -> list[PathPoint]:
+    """The block's head-removal path by re-fit error (errors in the units of the Gram matrix)."""
+    return head_removal(model, site, moments, cost, ridge).path_points()
+
+
+def cut_heads(
+    model: nn.Module,
+    site: AttentionSite,
+    shape: AttentionShape,
+    stats: BlockStatistics,
+    method: HeadImportance,
+    cost: AttentionCost,
+    ridge: float,
+    reconstruct: bool,
+) -> dict[str, Any]:
+    """Remove heads down to `shape` (chosen by `method`), re-fit the output projection; report what was done."""
+    moments = stats.heads
+    assert moments is not None
+    original = augmented_weight(model, site.o)
+    scores = method.block_scores(site, stats.head_statistics, original[:, : moments.features])
+    removal = head_removal(model, site, moments, cost, ridge, scores)
+    kept = removal.reach(shape)
+    prune_heads(model, site, kept)
+    if reconstruct:
+        columns = kept_columns(head_columns(kept, site.head_dim), moments.features, moments.bias)
+        refit = ridge_refit(original, moments.gram, columns, ridge, moments.features, cross=moments.cross)
+        write_augmented(model, site.o, refit)
+    return {"kept_heads": kept, "refit_error": removal.path.error / max(stats.energy, 1e-30)}
