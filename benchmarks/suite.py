@@ -30,6 +30,8 @@ BUDGETS = (0.8, 0.6, 0.5, 0.4, 0.3)
 
 def cell_path(results: Path, spec: CellSpec) -> Path:
     name = "original" if spec.method == "original" else f"{spec.scope}-{spec.budget:.2f}-{spec.method}"
+    if spec.method != "original":
+        name += "-rec" * spec.recovery + f"-s{spec.seed}" * (spec.seed != 0)
     return results / "suite" / spec.target / "cells" / f"{name}.json"
 
 
@@ -54,17 +56,21 @@ def cells_of(args: argparse.Namespace, target: str) -> list[CellSpec]:
         threads=args.threads,
         repeats=args.repeats,
         warmup=args.warmup,
-        gate_steps=args.gate_steps,
-        recovery_steps=args.recovery_steps,
         calibration_samples=args.calibration_samples,
         device=args.device,
         dtype=args.dtype,
     )
     scopes = [s for s in args.scopes or TARGETS[target].scopes if s in TARGETS[target].scopes]
+    recovery = {"off": (False,), "on": (True,), "both": (False, True)}[args.recovery]
     cells = [base]
     for scope in scopes:
         for budget in args.budgets:
-            cells.extend(replace(base, method=m, budget=budget, scope=scope) for m in args.methods)
+            for seed in args.seeds:
+                for recovered in recovery:
+                    cells.extend(
+                        replace(base, method=m, budget=budget, scope=scope, seed=seed, recovery=recovered)
+                        for m in args.methods
+                    )
     return cells
 
 
@@ -77,8 +83,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--gate-steps", type=int, default=150)
-    parser.add_argument("--recovery-steps", type=int, default=0)
+    parser.add_argument(
+        "--recovery", choices=("off", "on", "both"), default="both", help="without / with the default recovery"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="calibration subsets (0: the first samples)")
     parser.add_argument("--calibration-samples", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))

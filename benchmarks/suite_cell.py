@@ -12,6 +12,8 @@ timed alternately in the same process, median of repeats after warm-up).
 from __future__ import annotations
 
 import json
+import os
+import random
 import resource
 import statistics
 import sys
@@ -28,28 +30,33 @@ from torch import nn
 
 from benchmarks.suite_targets import TARGETS, Target, timing_samples
 from infoprune_core import CompressionConfig, compress, load_compressed
-from infoprune_core.calibration import Encoder
+from infoprune_core.calibration import Encoder, Sample, default_samples, read_samples
 from infoprune_core.errors import BudgetError, InfoPruneError
 from infoprune_core.evaluation import timed_forward
-from infoprune_core.modeling import LoadedModel, load_model
+from infoprune_core.modeling import LoadedModel, adapter_for_config, load_model, read_config
+from infoprune_core.pipeline import recovery_settings
 from infoprune_core.plan.flops import count_flops, parameter_count_by_part
-from infoprune_core.run import encode_all, first_sample_input, prepare_samples
+from infoprune_core.recovery import distill
+from infoprune_core.run import first_sample_input, prepare_data, prepare_samples, scope_stacks
 
 SCOPES = {"vision": ("vision",), "language": ("language",), "both": ("vision", "language")}
-# Name -> (heads, ffn) of InfoPrune's pipeline, or a peer tool. Head baselines share InfoPrune's FFN
-# planner (so the rows compare head criteria); FFN baselines share its training-free head criterion.
-PIPELINE_METHODS: dict[str, tuple[str, str]] = {
-    "infoprune": ("infoprune", "auto"),
-    "infoprune_free": ("infoprune_free", "auto"),
-    "random": ("random", "auto"),
-    "l1": ("l1", "auto"),
-    "taylor": ("taylor", "auto"),
-    "entropy": ("entropy", "auto"),
-    "svd": ("infoprune_free", "svd"),
-    "uniform": ("infoprune_free", "uniform"),
+# InfoPrune's pipeline: method name -> CompressionConfig fields that differ from the defaults. Head
+# criteria other than the default share the default's allocation, FFN operator and re-fits, so their
+# rows compare criteria; gates_norefit is the previous default's criterion without any re-fit.
+PIPELINE_METHODS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "gates_norefit": {"heads": "infoprune", "reconstruct": False},
+    "gates": {"heads": "infoprune"},
+    "erank_ks": {"heads": "infoprune_free"},
+    "random": {"heads": "random"},
+    "l1": {"heads": "l1"},
+    "taylor": {"heads": "taylor"},
+    "entropy": {"heads": "entropy"},
+    "lowrank": {"ffn": "whitened_svd"},
 }
-PEER_METHODS: dict[str, str] = {"tp_magnitude": "magnitude", "tp_taylor": "taylor"}
+PEER_METHODS: dict[str, str] = {"flap": "flap", "tp_magnitude": "magnitude", "tp_taylor": "taylor"}
 METHODS: tuple[str, ...] = (*PIPELINE_METHODS, *PEER_METHODS)
+OURS = "default"
 
 
 @dataclass(frozen=True)
@@ -61,9 +68,9 @@ class CellSpec:
     threads: int = 1
     repeats: int = 5
     warmup: int = 2
-    gate_steps: int = 150
-    recovery_steps: int = 0
+    recovery: bool = False  # then the default recovery (CompressionConfig's) runs after any method
     calibration_samples: int = 128
+    seed: int = 0  # 0: the first calibration samples; k > 0: a random subset drawn with seed k
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -72,56 +79,100 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def pipeline_config(spec: CellSpec, target: Target) -> CompressionConfig:
-    heads, ffn = PIPELINE_METHODS.get(spec.method, ("none", "none"))
-    calibration = target.calibration()
+def calibration_subset(target: Target, spec: CellSpec, folder: Path) -> Path | None:
+    """The calibration file of the cell: the target's own (seed 0), or a seeded random subset of it."""
+    source = target.calibration()
+    if spec.seed == 0:
+        return source
+    modality = adapter_for_config(read_config(target.model_dir())).modality
+    samples = read_samples(source) if source is not None else default_samples(modality)
+    chosen = random.Random(spec.seed).sample(samples, min(len(samples), spec.calibration_samples + 16))
+    path = folder / f"calibration-seed{spec.seed}.jsonl"
+    root = None if source is None else source.parent
+    path.write_text("".join(json.dumps(_record(sample, root)) + "\n" for sample in chosen))
+    return path
+
+
+def _record(sample: Sample, root: Path | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"text": sample.text}
+    if sample.image is not None:
+        record["image"] = str(sample.image if root is None else os.path.relpath(sample.image, root.resolve()))
+    return record
+
+
+def pipeline_config(spec: CellSpec, calibration: Path | None) -> CompressionConfig:
+    overrides = PIPELINE_METHODS.get(spec.method, {})
+    defaults = CompressionConfig(target_flops_ratio=spec.budget)
     return CompressionConfig(
-        target_flops_ratio=spec.budget,
-        scope=SCOPES[spec.scope],  # type: ignore[arg-type]
-        heads=heads,  # type: ignore[arg-type]
-        ffn=ffn,  # type: ignore[arg-type]
-        calibration=None if calibration is None else str(calibration),
-        calibration_samples=spec.calibration_samples,
-        gate_steps=spec.gate_steps,
-        recovery_steps=spec.recovery_steps,
-        measure_latency=False,
-        threads=spec.threads,
-        device=spec.device,
+        **{
+            "target_flops_ratio": spec.budget,
+            "scope": SCOPES[spec.scope],
+            "calibration": None if calibration is None else str(calibration),
+            "calibration_samples": spec.calibration_samples,
+            "recovery_steps": defaults.recovery_steps if spec.recovery else 0,
+            "measure_latency": False,
+            "threads": spec.threads,
+            "device": spec.device,
+            "seed": spec.seed,
+            **overrides,
+        }
     )
 
 
-def compress_with_pipeline(spec: CellSpec, target: Target, scratch: Path) -> tuple[nn.Module, dict[str, Any]]:
-    result = compress(str(target.model_dir()), scratch / "artifact", pipeline_config(spec, target))
+def compress_with_pipeline(
+    spec: CellSpec, config: CompressionConfig, target: Target, scratch: Path
+) -> tuple[nn.Module, dict[str, Any]]:
+    result = compress(str(target.model_dir()), scratch / "artifact", config)
     report = result.report
     details = {
-        "planner": report["heads"].get("planner"),
+        "plan": report.get("plan"),
         "stages_seconds": report["stages_seconds"],
         "ffn_method": report["ffn"].get("method"),
+        "recovery": report.get("recovery"),
     }
     return load_compressed(result.output_dir, spec.device), details
 
 
-def compress_with_peer(spec: CellSpec, target: Target, loaded: LoadedModel) -> tuple[nn.Module, dict[str, Any]]:
-    from benchmarks.peers.torch_pruning_peer import prune_with_torch_pruning
+def compress_with_peer(
+    spec: CellSpec, config: CompressionConfig, target: Target, loaded: LoadedModel
+) -> tuple[nn.Module, dict[str, Any]]:
+    data = prepare_data(config, loaded)
+    scope = SCOPES[spec.scope]
+    if spec.method == "flap":
+        from benchmarks.peers.flap import prune_with_flap
 
-    config = pipeline_config(spec, target)
-    encoder = Encoder(loaded.processor, loaded.adapter.modality, config.max_text_tokens)
-    calibration, _ = prepare_samples(config, loaded)
-    batches = encode_all(encoder, calibration, config.batch_size, spec.device)
-    outcome = prune_with_torch_pruning(
-        loaded.model,
-        loaded.adapter,
-        SCOPES[spec.scope],
-        batches,
-        first_sample_input(encoder, calibration, spec.device),
-        PEER_METHODS[spec.method],  # type: ignore[arg-type]
-        spec.budget,
-    )
-    details = {"pruning_ratio": outcome.pruning_ratio, "peer_status": outcome.status, "reason": outcome.reason}
-    if outcome.status != "ok" or outcome.model is None:
-        kind = BudgetError if outcome.status == "unreachable" else RuntimeError
-        raise kind(f"torch-pruning {outcome.status}: {outcome.reason}")
-    return outcome.model, details
+        details = prune_with_flap(loaded.model, loaded.adapter, scope, data.calibration, data.flop_input, spec.budget)
+        model = loaded.model
+    else:
+        from benchmarks.peers.torch_pruning_peer import prune_with_torch_pruning
+
+        outcome = prune_with_torch_pruning(
+            loaded.model,
+            loaded.adapter,
+            scope,
+            data.calibration,
+            data.flop_input,
+            PEER_METHODS[spec.method],  # type: ignore[arg-type]
+            spec.budget,
+        )
+        details = {"pruning_ratio": outcome.pruning_ratio, "peer_status": outcome.status, "reason": outcome.reason}
+        if outcome.status != "ok" or outcome.model is None:
+            kind = BudgetError if outcome.status == "unreachable" else RuntimeError
+            raise kind(f"torch-pruning {outcome.status}: {outcome.reason}")
+        model = outcome.model
+    if config.recovery_steps > 0:
+        teacher = load_model(target.model_dir(), spec.device)
+        blocks = [block.name for stack in scope_stacks(teacher.adapter, teacher.model, scope) for block in stack.blocks]
+        losses = distill(
+            model,
+            teacher.model,
+            data.calibration,
+            recovery_settings(config),
+            blocks,
+            teacher.adapter.projector(teacher.model),
+        )
+        details["recovery"] = {"steps": config.recovery_steps, "first_loss": losses[0], "last_loss": losses[-1]}
+    return model, details
 
 
 def paired_latency(models: Mapping[str, nn.Module], batch: Mapping[str, torch.Tensor], spec: CellSpec) -> dict:
@@ -135,8 +186,9 @@ def paired_latency(models: Mapping[str, nn.Module], batch: Mapping[str, torch.Te
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
-def measure(spec: CellSpec, target: Target, compressed: nn.Module, original: LoadedModel) -> dict[str, Any]:
-    config = pipeline_config(spec, target)
+def measure(
+    spec: CellSpec, config: CompressionConfig, target: Target, compressed: nn.Module, original: LoadedModel
+) -> dict[str, Any]:
     encoder = Encoder(original.processor, original.adapter.modality, config.max_text_tokens)
     dtype = getattr(torch, spec.dtype)
     models = {"original": original.model.to(dtype).eval(), "compressed": compressed.to(dtype).eval()}
@@ -178,16 +230,18 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             details: dict[str, Any] = {}
+            config = pipeline_config(spec, calibration_subset(target, spec, Path(scratch)))
             if spec.method == "original":
                 compressed = load_model(target.model_dir(), spec.device).model
             elif spec.method in PEER_METHODS:
-                compressed, details = compress_with_peer(spec, target, load_model(target.model_dir(), spec.device))
+                loaded = load_model(target.model_dir(), spec.device)
+                compressed, details = compress_with_peer(spec, config, target, loaded)
             else:
-                compressed, details = compress_with_pipeline(spec, target, Path(scratch))
+                compressed, details = compress_with_pipeline(spec, config, target, Path(scratch))
             row.update(details)
             row["compress_seconds"] = time.perf_counter() - started
             row["compress_peak_rss_mb"] = peak_rss_mb()
-        row.update(measure(spec, target, compressed, load_model(target.model_dir(), spec.device)))
+            row.update(measure(spec, config, target, compressed, load_model(target.model_dir(), spec.device)))
     except BudgetError as error:
         row.update(status="unreachable", error=str(error))
     except (InfoPruneError, RuntimeError, ValueError, NotImplementedError) as error:

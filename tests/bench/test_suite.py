@@ -52,28 +52,41 @@ def test_a_cell_meets_the_budget_and_measures_everything(demo_cells: list[dict])
 
 
 def test_an_unreachable_budget_is_reported_not_raised() -> None:
-    cell = run_cell(replace(SPEC, method="svd", budget=0.02, scope="vision"))
+    cell = run_cell(replace(SPEC, method="default", budget=0.02, scope="vision"))
     assert cell["status"] == "unreachable"
     assert "reach" in cell["error"]
 
 
 def test_report_writes_tables_plots_and_verdicts(demo_cells: list[dict], tmp_path: Path) -> None:
-    worse = {**demo_cells[1], "method": "random", "quality": {"accuracy": demo_cells[1]["quality"]["accuracy"] - 0.1}}
-    ours = {**demo_cells[1], "method": "infoprune_free"}
-    for row in (*demo_cells, worse, ours):
-        path = cell_path(tmp_path, replace(SPEC, method=row["method"], budget=row["budget"]))
+    accuracy = demo_cells[1]["quality"]["accuracy"]
+
+    def cell(method: str, value: float, seed: int = 0) -> dict:
+        return {**demo_cells[1], "method": method, "seed": seed, "quality": {"accuracy": value}}
+
+    rows = [demo_cells[0], demo_cells[1], cell("random", accuracy - 0.1), cell("default", accuracy)]
+    for row in rows:
+        spec = replace(SPEC, method=row["method"], budget=row["budget"], seed=row.get("seed", 0))
+        path = cell_path(tmp_path, spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(row))
     text = write_report(tmp_path, TARGETS["demo"])
-    assert "| l1 |" in text and "| infoprune_free |" in text
+    assert "| l1 |" in text and "| default |" in text
     folder = tmp_path / "suite"
     assert (folder / "demo_pareto.png").stat().st_size > 0 and (folder / "demo_speedup.png").stat().st_size > 0
     (verdict,) = json.loads((folder / "demo.json").read_text())["verdicts"]
-    # infoprune_free ties l1 (same accuracy) and beats random: a tie counts as not losing.
-    assert verdict["infoprune_wins"] is True and verdict["best_other"][0] == "l1"
-    assert (
-        verdicts([*demo_cells, {**ours, "quality": {"accuracy": 0.0}}], TARGETS["demo"])[0]["infoprune_wins"] is False
-    )
+    # default ties l1 (same accuracy, one seed) and beats random.
+    assert verdict["outcome"] == "tie (one seed)" and verdict["best_other"][0] == "l1"
+    assert verdicts([*rows[:3], cell("default", 0.0)], TARGETS["demo"])[0]["outcome"] == "loss (one seed)"
+    # Over seeds, a margin inside the seeds' spread is a tie, one outside it a win.
+    noisy = [cell("default", v, s) for v, s in ((0.90, 1), (0.94, 2))] + [
+        cell("l1", v, s) for v, s in ((0.91, 1), (0.92, 2))
+    ]
+    assert verdicts(noisy, TARGETS["demo"])[0]["outcome"] == "tie"
+    clear = [cell("default", v, s) for v, s in ((0.95, 1), (0.96, 2))] + [
+        cell("l1", v, s) for v, s in ((0.80, 1), (0.81, 2))
+    ]
+    (won,) = verdicts(clear, TARGETS["demo"])
+    assert won["outcome"] == "win" and won["margin"] == pytest.approx(0.15) and won["noise"] < 0.02
 
 
 def test_reference_text_is_real_prose_in_a_fixed_order() -> None:
