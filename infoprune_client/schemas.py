@@ -11,6 +11,7 @@ from __future__ import annotations
 import types
 import typing
 from datetime import datetime
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import annotated_types
@@ -53,7 +54,12 @@ def _wire(annotation: Any) -> Any:
 
 
 def _is_free_text(annotation: Any) -> bool:
-    return annotation is str or any(_is_free_text(a) for a in typing.get_args(annotation))
+    """A string or path (not a choice among literals), anywhere in the annotation."""
+    if isinstance(annotation, type) and issubclass(annotation, str | PurePath):
+        return True
+    return typing.get_origin(annotation) is not typing.Literal and any(
+        _is_free_text(a) for a in typing.get_args(annotation)
+    )
 
 
 def _option(name: str) -> tuple[Any, Any]:
