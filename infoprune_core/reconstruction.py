@@ -29,8 +29,14 @@ def damping(gram: torch.Tensor, ridge: float, features: int) -> float:
     return max(ridge, 1e-6) * scale
 
 
-def _regularised(gram: torch.Tensor, lam: float) -> torch.Tensor:
-    return gram.to(DTYPE) + lam * torch.eye(gram.shape[0], dtype=DTYPE, device=gram.device)
+def _cholesky(gram: torch.Tensor, lam: float, index: torch.Tensor | None = None) -> torch.Tensor:
+    """Cholesky factor of G + lam I (of its `index` rows and columns), with one working copy at a time."""
+    regularised = (gram if index is None else gram[index[:, None], index]).to(DTYPE, copy=True)
+    regularised.diagonal().add_(lam)
+    factor, info = torch.linalg.cholesky_ex(regularised)
+    if int(info) != 0:
+        raise RuntimeError("the calibration Gram matrix is not positive definite even with the ridge")
+    return factor
 
 
 def kept_columns(columns: torch.Tensor, features: int, bias: bool) -> torch.Tensor:
@@ -54,8 +60,8 @@ def ridge_refit(
     lam = damping(gram, ridge, features)
     original = weight.to(DTYPE)
     moments = gram if cross is None else cross
-    rhs = moments.to(DTYPE)[kept] @ original.T + lam * original[:, kept].T  # [k, out]
-    solution = torch.linalg.solve(_regularised(gram[kept][:, kept], lam), rhs)
+    rhs = moments[kept].to(DTYPE) @ original.T + lam * original[:, kept].T  # [k, out]
+    solution = torch.cholesky_solve(rhs, _cholesky(gram, lam, kept))
     return solution.T.to(weight.dtype)
 
 
@@ -71,10 +77,7 @@ class RemovalPath:
         size = gram.shape[0]
         features = size - protected
         lam = damping(gram, ridge, features)
-        factor, info = torch.linalg.cholesky_ex(_regularised(gram, lam))
-        if int(info) != 0:
-            raise RuntimeError("the calibration Gram matrix is not positive definite even with the ridge")
-        self.hinv = torch.cholesky_inverse(factor)
+        self.hinv = torch.cholesky_inverse(_cholesky(gram, lam))
         self.weight = weight.to(DTYPE).clone()  # [out, alive columns]
         self.columns = torch.arange(size, device=gram.device)  # original index of each alive column
         self.position = torch.arange(size, device=gram.device)  # original index -> position, -1 once removed
@@ -114,8 +117,9 @@ class RemovalPath:
         self.hinv.addmm_(rows.T, coefficients, alpha=-1)
         keep = torch.ones(self.columns.shape[0], dtype=torch.bool, device=self.hinv.device)
         keep[positions] = False
-        self.hinv = self.hinv[keep][:, keep]
-        self.weight = self.weight[:, keep]
+        index = keep.nonzero().squeeze(1)
+        self.hinv = self.hinv[index[:, None], index]
+        self.weight = self.weight[:, index]
         self.position[self.columns[positions]] = -1
         self.columns = self.columns[keep]
         self.position[self.columns] = torch.arange(self.columns.shape[0], device=self.position.device)
