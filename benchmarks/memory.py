@@ -115,14 +115,16 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "memory.json").write_text(json.dumps(result, indent=1))
-    print(
-        "| parameters | fp32 weights MB | peak RSS MB | peak / weights | target (1.5x weights + activations) MB | seconds |"
-    )
-    print("|---|---|---|---|---|---|")
-    print(
-        f"| {parameters / 1e9:.2f}B | {weights_mb:.0f} | {child['peak_rss_mb']:.0f} | {result['peak_over_weights']:.2f} "
-        f"| {result['target_mb']:.0f} | {child['seconds']:.0f} |"
-    )
+    header = ["parameters", "fp32 weights MB", "peak RSS MB", "peak / weights", "1.5x weights + activations MB", "s"]
+    values = [
+        f"{parameters / 1e9:.2f}B",
+        f"{weights_mb:.0f}",
+        f"{child['peak_rss_mb']:.0f}",
+        f"{result['peak_over_weights']:.2f}",
+        f"{result['target_mb']:.0f}",
+        f"{child['seconds']:.0f}",
+    ]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n| " + " | ".join(values) + " |")
 
 
 if __name__ == "__main__":
