@@ -21,9 +21,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
-SHAPE = dict(
+SHAPE: dict[str, Any] = dict(
     hidden_size=2048,
     intermediate_size=5632,
     num_attention_heads=32,
