@@ -1,7 +1,8 @@
 """How each benchmark target's quality is measured: one function per kind, the same for every method.
 
-Text evaluation uses the Python Language Reference that ships inside CPython (``pydoc_data.topics``):
-real English prose, and a different source from the stdlib docstrings the text models calibrate on.
+Text evaluation uses the Python Language Reference that ships inside CPython (``pydoc_data.topics``,
+`reference_paragraphs`): real English prose, and a different source from the stdlib docstrings the
+text models calibrate on.
 """
 
 from __future__ import annotations
@@ -17,23 +18,6 @@ from infoprune_core.calibration import Encoder, Sample, batched
 from infoprune_core.evaluation import accuracy
 
 Metrics = dict[str, float]
-
-
-def reference_paragraphs(count: int, min_words: int = 12) -> list[str]:
-    """Prose paragraphs of the Python Language Reference, in a fixed order (grammar and code left out)."""
-    import pydoc_data.topics
-
-    paragraphs = []
-    for name in sorted(pydoc_data.topics.topics):
-        for block in pydoc_data.topics.topics[name].split("\n\n"):
-            if block[:1].isupper() and not block.startswith(" ") and "::=" not in block and "*****" not in block:
-                words = block.split()
-                if len(words) >= min_words:
-                    paragraphs.append(" ".join(words))
-    unique = list(dict.fromkeys(paragraphs))
-    if len(unique) < count:
-        raise ValueError(f"the Language Reference has {len(unique)} paragraphs, fewer than {count}")
-    return unique[:count]
 
 
 def answer_accuracy(model: nn.Module, encoder: Encoder, samples: Sequence[Sample], batch_size: int) -> Metrics:

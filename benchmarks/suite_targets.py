@@ -15,11 +15,11 @@ from benchmarks.evaluators import (
     embedding_quality,
     perplexity,
     perplexity_windows,
-    reference_paragraphs,
     sentence_embeddings,
 )
 from benchmarks.targets.common import default_cache
 from infoprune_core.calibration import Encoder, Sample, read_samples
+from infoprune_core.calibration.samples import reference_paragraphs
 
 # evaluate(compressed, original, encoder) -> metrics of `compressed`
 Evaluate = Callable[[nn.Module, nn.Module, Encoder], Metrics]

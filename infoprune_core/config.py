@@ -34,6 +34,9 @@ class CompressionConfig(BaseModel):
     calibration: str | None = None
     eval_set: str | None = None
     calibration_samples: int = Field(default=128, ge=1, le=100_000)
+    # Share of the calibration samples drawn from the shipped broad set when a text model comes with a
+    # calibration set of its own: a small, narrow set alone tunes the cut to that text only.
+    shipped_share: float = Field(default=0.5, ge=0.0, le=1.0)
     held_out_samples: int = Field(default=16, ge=1, le=10_000)
     batch_size: int = Field(default=8, ge=1, le=1024)
     max_text_tokens: int = Field(default=64, ge=4, le=8192)
@@ -43,6 +46,8 @@ class CompressionConfig(BaseModel):
     recovery_hidden_weight: float = Field(default=1.0, ge=0.0, le=1000.0)  # block-output matching term
     recovery_parameters: Literal["all", "projector"] = "all"  # projector: a VLM's projector alone
     validate_scores: bool = False
+    shape: Literal["free", "uniform"] = "free"  # uniform: the same heads, KV groups and FFN width in every
+    # block of a part, so that the result is a stock config of the original class
     reconstruct: bool = True  # re-fit the output projections after every cut (ridge least squares)
     ridge: float = Field(default=0.1, gt=0.0, le=1000.0)  # re-fit ridge strength, relative to input energy
     relative_tokens: bool = True  # weigh re-fit errors relative to the residual stream of each token
@@ -67,4 +72,8 @@ class CompressionConfig(BaseModel):
             raise ValueError("scope must name at least one of: vision, language")
         if len(set(self.scope)) != len(self.scope):
             raise ValueError("scope lists a part twice")
+        if self.shape == "uniform" and self.target_flops_ratio is None:
+            raise ValueError("shape=uniform needs target_flops_ratio (the explicit knobs describe per-block cuts)")
+        if self.shape == "uniform" and self.ffn not in ("auto", "width", "none"):
+            raise ValueError("shape=uniform keeps FFNs dense or width-pruned: use ffn=auto, width or none")
         return self

@@ -30,7 +30,7 @@ from infoprune_core.calibration.walk import BlockBatch, advance, capture_inputs
 from infoprune_core.ffn.lowrank import factorise_at, low_rank_path
 from infoprune_core.ffn.width import cut_width, width_path
 from infoprune_core.heads.base import HeadImportance
-from infoprune_core.heads.cut import attention_path, cut_heads
+from infoprune_core.heads.cut import attention_path, attention_shape_points, cut_heads
 from infoprune_core.plan.budget import BlockPaths
 from infoprune_core.plan.flops import AttentionCost, FFNCost, FlopCount
 from infoprune_core.plan.types import AttentionShape, BlockPlan, CompressionPlan, PathPoint
@@ -49,6 +49,7 @@ class EngineSettings:
     attention: bool  # compress attention halves
     ffn_operator: str | None  # "width", a low-rank operator, or None to leave FFNs alone
     original_targets: bool = False  # re-fit toward the original model's activations, not the compressed ones
+    uniform: bool = False  # measure every head layout of every block (for a uniform plan)
 
     @property
     def low_rank(self) -> bool:
@@ -111,12 +112,16 @@ def measure_paths(
             stats = collect(model, block, stream, wanted, settings.relative_tokens, settings.storage_dtype)
             attention = ffn_path = None
             attention_flops = ffn_flops = 0.0
+            shapes: tuple[PathPoint, ...] = ()
             if stats.heads is not None and block.attention is not None:
                 cost = costs.attention[block.name]
                 attention = _relative(
                     attention_path(model, block.attention, stats.heads, cost, settings.ridge), stats.energy
                 )
                 attention_flops = cost.flops(block.attention.num_heads, block.attention.num_kv_heads)
+                if settings.uniform:
+                    every = attention_shape_points(model, block.attention, stats.heads, cost, settings.ridge)
+                    shapes = tuple(_relative(list(every), stats.energy))
             if stats.channels is not None and block.ffn is not None:
                 cost_ffn = costs.ffn[block.name]
                 if settings.low_rank:
@@ -126,7 +131,7 @@ def measure_paths(
                     raw = width_path(model, block.ffn, stats.channels, cost_ffn, settings.ridge)
                 ffn_path = _relative(raw, stats.energy)
                 ffn_flops = cost_ffn.flops(stats.channels.features)
-            paths[block.name] = BlockPaths(attention, ffn_path, attention_flops, ffn_flops)
+            paths[block.name] = BlockPaths(attention, ffn_path, attention_flops, ffn_flops, shapes)
             del stats
             tick(len(paths), total)
     return paths

@@ -37,7 +37,9 @@ class Measurement:
     flops: dict[str, float]
     params: dict[str, int]
     teachers: Teachers  # the original model's held-out outputs (fidelity is measured against them)
+    other_teachers: Teachers  # and on the data unlike the calibration set
     fidelity: dict[str, Any] | None
+    fidelity_other: dict[str, Any] | None
     accuracy: float | None
     latency: dict[str, float] | None
 
@@ -47,17 +49,21 @@ def measure(
     adapter: ModelAdapter,
     data: CalibrationData,
     config: CompressionConfig,
-    teachers: Teachers | None,
+    reference: Measurement | None,
     timing: bool = True,
 ) -> Measurement:
-    """Measure `model`; without `teachers` it is the original, whose held-out outputs become them."""
+    """Measure `model`; without a `reference` it is the original, whose outputs become the teachers."""
     counts = count_flops(model, adapter.attention_sites(model), data.flop_input)
+    teachers = reference.teachers if reference else teacher_outputs(model, data.held_out)
+    other = reference.other_teachers if reference else teacher_outputs(model, data.other)
     return Measurement(
         counts=counts,
         flops=counts.by_part(adapter, model),
         params=parameter_count_by_part(model, adapter),
-        teachers=teachers if teachers is not None else teacher_outputs(model, data.held_out),
-        fidelity=None if teachers is None else fidelity(model, data.held_out, teachers),
+        teachers=teachers,
+        other_teachers=other,
+        fidelity=None if reference is None else fidelity(model, data.held_out, teachers),
+        fidelity_other=None if reference is None or not other else fidelity(model, data.other, other),
         accuracy=accuracy(model, data.encoder, data.evaluation, config.batch_size) if data.evaluation else None,
         latency=data.latency(model, config) if timing and config.measure_latency else None,
     )

@@ -23,7 +23,7 @@ from infoprune_core.heads import head_method
 from infoprune_core.heads.base import ScoringContext
 from infoprune_core.heads.validation import validate_scores
 from infoprune_core.modeling import load_model
-from infoprune_core.plan.budget import Budget, plan_for_budget
+from infoprune_core.plan.budget import Budget, plan_for_budget, plan_uniform
 from infoprune_core.plan.types import CompressionPlan
 from infoprune_core.progress import ProgressCallback, no_progress
 from infoprune_core.recovery import RecoverySettings, distill
@@ -63,6 +63,7 @@ def engine_settings(config: CompressionConfig) -> engine.EngineSettings:
         attention=config.heads != "none",
         ffn_operator=ffn_operator(config),
         original_targets=config.targets == "original",
+        uniform=config.shape == "uniform",
     )
 
 
@@ -108,7 +109,7 @@ def compress(
                 f"scope {', '.join(config.scope)} holds nothing to compress in a {loaded.config['model_type']} model"
             )
     with run.stage("evaluating", "measuring the original model"):
-        before = measure(model, adapter, data, config, teachers=None)
+        before = measure(model, adapter, data, config, reference=None)
     scope_before = scope_total(before.flops, config.scope)
     report: dict[str, Any] = {
         "model": {"source": source, "model_type": loaded.config["model_type"], "architecture": type(model).__name__},
@@ -123,7 +124,11 @@ def compress(
             report["score_validation"] = validate_scores(loaded, stacks, data, run)
     with run.stage("profiling", "measuring each block's removal paths"):
         paths = engine.measure_paths(model, stacks, data.calibration, costs, settings, run.ticker("profiling", "block"))
-        plan = plan_for_budget(paths, _budget(config, scope_before))
+        budget = _budget(config, scope_before)
+        if config.shape == "uniform":
+            plan = plan_uniform(paths, {s.name: [b.name for b in s.blocks] for s in stacks}, budget)
+        else:
+            plan = plan_for_budget(paths, budget)
     method = head_method(config.heads)
     with run.stage("pruning_heads", f"head criterion {config.heads}"):
         method.prepare(_scoring_context(config, model, data, stacks, costs, plan, run))
@@ -138,7 +143,7 @@ def compress(
         (run.ticker("pruning_heads", "block"), run.ticker("compressing_ffn", "block")),
     )
     with run.stage("evaluating", "measuring the compressed model"):
-        after = measure(model, adapter, data, config, teachers=before.teachers, timing=False)
+        after = measure(model, adapter, data, config, reference=before, timing=False)
     achieved = scope_total(after.flops, config.scope) / scope_before
     if config.target_flops_ratio is not None and achieved > config.target_flops_ratio + BUDGET_TOLERANCE:
         raise BudgetError(
@@ -146,6 +151,7 @@ def compress(
             "of the scope's FLOPs"
         )
     quality = {"after_compression": after.fidelity}
+    quality_other = {"after_compression": after.fidelity_other}
     accuracy_after = {"after_compression": after.accuracy} if data.evaluation else {}
     if config.recovery_steps > 0:
         with run.stage("recovering", "distillation from the original"):
@@ -162,8 +168,9 @@ def compress(
             del original
             report["recovery"] = {"steps": config.recovery_steps, "first_loss": losses[0], "last_loss": losses[-1]}
         with run.stage("evaluating", "measuring the recovered model"):
-            recovered = measure(model, adapter, data, config, teachers=before.teachers, timing=False)
+            recovered = measure(model, adapter, data, config, reference=before, timing=False)
             quality["after_recovery"] = recovered.fidelity
+            quality_other["after_recovery"] = recovered.fidelity_other
             if data.evaluation:
                 accuracy_after["after_recovery"] = recovered.accuracy
     with run.stage("evaluating", "latency of the compressed model"):
@@ -179,6 +186,7 @@ def compress(
             },
             "latency": _latency_report(config, before.latency, latency_after, data),
             "fidelity": quality,
+            "fidelity_other": {"source": data.other_source, **quality_other} if data.other else None,
             "plan": _plan_report(plan, scope_before),
             "heads": _heads_report(config, stacks, walk),
             "ffn": _ffn_report(config, model, stacks, walk),

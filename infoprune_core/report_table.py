@@ -55,9 +55,12 @@ def format_report(report: dict[str, Any]) -> str:
             f"{latency['before']['median_ms']:.1f} ms -> {latency['after']['median_ms']:.1f} ms, "
             f"speed-up {latency['speedup']:.2f}x"
         )
+    other = report.get("fidelity_other") or {}
     fidelity_rows = [
-        [stage, values.get("kind"), values["divergence"], values["cosine"], values.get("top1_agreement")]
-        for stage, values in report["fidelity"].items()
+        [f"{stage}{suffix}", values.get("kind"), values["divergence"], values["cosine"], values.get("top1_agreement")]
+        for suffix, fidelities in (("", report["fidelity"]), (f" ({other.get('source')})", other))
+        for stage, values in fidelities.items()
+        if isinstance(values, dict)
     ]
     sections.append(table(["fidelity", "kind", "divergence", "cosine", "top-1 agreement"], fidelity_rows))
     if "accuracy" in report:

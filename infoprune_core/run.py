@@ -14,6 +14,7 @@ from torch import nn
 
 from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, Stack
 from infoprune_core.calibration import Encoder, Sample, batched, default_samples, read_samples
+from infoprune_core.calibration.samples import other_samples
 from infoprune_core.calibration.statistics import CalibrationStats, StatisticsCollector
 from infoprune_core.config import CompressionConfig
 from infoprune_core.errors import CalibrationError
@@ -59,12 +60,22 @@ def to_device(batch: Mapping[str, torch.Tensor], device: str) -> Batch:
 
 
 def prepare_samples(config: CompressionConfig, loaded: LoadedModel) -> tuple[list[Sample], list[Sample]]:
-    """Calibration and held-out samples (the held-out ones are the last of the set)."""
-    samples = read_samples(Path(config.calibration)) if config.calibration else default_samples(loaded.adapter.modality)
+    """Calibration and held-out samples (the held-out ones are the last of the set).
+
+    A text model's own calibration set is mixed with the shipped broad set (`shipped_share` of the
+    calibration samples); the held-out samples are always the user's.
+    """
+    modality = loaded.adapter.modality
+    samples = read_samples(Path(config.calibration)) if config.calibration else default_samples(modality)
     if len(samples) < 2:
         raise CalibrationError("the calibration set needs at least 2 samples (calibration + held-out)")
     held_out = min(config.held_out_samples, len(samples) // 4 or 1)
-    return samples[: len(samples) - held_out][: config.calibration_samples], samples[len(samples) - held_out :]
+    calibration = samples[: len(samples) - held_out]
+    shipped = (
+        round(config.calibration_samples * config.shipped_share) if config.calibration and modality == "text" else 0
+    )
+    mixed = calibration[: config.calibration_samples - shipped] + default_samples(modality)[:shipped]
+    return mixed, samples[len(samples) - held_out :]
 
 
 def encode_all(encoder: Encoder, samples: Sequence[Sample], batch_size: int, device: str) -> list[Batch]:
@@ -90,6 +101,8 @@ class CalibrationData:
     evaluation: list[Sample]
     flop_input: Batch
     timing_batch: Batch
+    other: list[Batch]  # unlike any calibration set, to report quality on (empty when none ships)
+    other_source: str
 
     def describe_flop_input(self) -> dict[str, list[int]]:
         return describe_input(self.flop_input)
@@ -105,6 +118,7 @@ def prepare_data(config: CompressionConfig, loaded: LoadedModel) -> CalibrationD
     encoder = Encoder(loaded.processor, loaded.adapter.modality, config.max_text_tokens)
     calibration, held_out = prepare_samples(config, loaded)
     held_out_batches = encode_all(encoder, held_out, config.batch_size, config.device)
+    source, other = other_samples(loaded.adapter.modality, config.held_out_samples)
     return CalibrationData(
         encoder=encoder,
         calibration=encode_all(encoder, calibration, config.batch_size, config.device),
@@ -112,6 +126,8 @@ def prepare_data(config: CompressionConfig, loaded: LoadedModel) -> CalibrationD
         evaluation=read_samples(Path(config.eval_set)) if config.eval_set else [],
         flop_input=first_sample_input(encoder, calibration, config.device),
         timing_batch=latency_batch(held_out_batches, config.latency_batch),
+        other=encode_all(encoder, other, config.batch_size, config.device),
+        other_source=source,
     )
 
 

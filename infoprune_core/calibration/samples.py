@@ -127,6 +127,30 @@ def default_text_samples(count: int = 256) -> list[Sample]:
     return [Sample(text=p) for p in unique[:count]]
 
 
+def reference_paragraphs(count: int, min_words: int = 12) -> list[str]:
+    """Prose paragraphs of the Python Language Reference, in a fixed order (grammar and code left out)."""
+    import pydoc_data.topics
+
+    paragraphs = []
+    for name in sorted(pydoc_data.topics.topics):
+        for block in pydoc_data.topics.topics[name].split("\n\n"):
+            if block[:1].isupper() and not block.startswith(" ") and "::=" not in block and "*****" not in block:
+                words = block.split()
+                if len(words) >= min_words:
+                    paragraphs.append(" ".join(words))
+    unique = list(dict.fromkeys(paragraphs))
+    if len(unique) < count:
+        raise ValueError(f"the Language Reference has {len(unique)} paragraphs, fewer than {count}")
+    return unique[:count]
+
+
+def other_samples(modality: Modality, count: int) -> tuple[str, list[Sample]]:
+    """Samples unlike any calibration set, to report quality on (text: the Python Language Reference)."""
+    if modality != "text":
+        return "", []
+    return "the Python Language Reference", [Sample(text=t) for t in reference_paragraphs(count)[::-1]]
+
+
 def default_samples(modality: Modality) -> list[Sample]:
     """The calibration set that ships with the project for a model of `modality`."""
     if modality == "text":

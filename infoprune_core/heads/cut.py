@@ -37,6 +37,20 @@ def attention_path(
     return head_removal(model, site, moments, cost, ridge).path_points()
 
 
+def attention_shape_points(
+    model: nn.Module, site: AttentionSite, moments: InputMoments, cost: AttentionCost, ridge: float
+) -> tuple[PathPoint, ...]:
+    """Every GQA-valid head layout of the block with the re-fit error of reaching it (for uniform plans)."""
+    full = cost.flops(site.num_heads, site.num_kv_heads)
+    points = []
+    for groups in range(1, site.num_kv_heads + 1):
+        for per_group in range(1, site.group_size + 1):
+            removal = head_removal(model, site, moments, cost, ridge)
+            removal.reach(AttentionShape(groups, per_group))
+            points.append(PathPoint(full - removal.flops(), removal.path.error, removal.shape))
+    return tuple(points)
+
+
 def cut_heads(
     model: nn.Module,
     site: AttentionSite,

@@ -14,8 +14,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from infoprune_core.plan.types import PathPoint
+
+class Point(Protocol):
+    """What the allocation reads of a path point."""
+
+    @property
+    def flops_removed(self) -> float: ...
+
+    @property
+    def error(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,7 @@ class _Segment:
     slope: float
 
 
-def lower_hull(points: Sequence[PathPoint]) -> list[int]:
+def lower_hull(points: Sequence[Point]) -> list[int]:
     """Indices of the lower convex hull of a path (FLOPs ascending), from its first to its last point."""
     hull: list[int] = []
     for index, point in enumerate(points):
@@ -42,7 +51,7 @@ def lower_hull(points: Sequence[PathPoint]) -> list[int]:
     return hull
 
 
-def allocate(paths: Sequence[Sequence[PathPoint]], flops_to_remove: float) -> list[int]:
+def allocate(paths: Sequence[Sequence[Point]], flops_to_remove: float) -> list[int]:
     """The chosen point index on every path: together at least `flops_to_remove`, at least error.
 
     Paths start with their zero point (nothing removed). Raises ValueError when even the ends of all
@@ -74,7 +83,7 @@ def allocate(paths: Sequence[Sequence[PathPoint]], flops_to_remove: float) -> li
     return choice
 
 
-def _give_back(paths: Sequence[Sequence[PathPoint]], choice: list[int], flops_to_remove: float) -> list[int]:
+def _give_back(paths: Sequence[Sequence[Point]], choice: list[int], flops_to_remove: float) -> list[int]:
     """Step curves back one point at a time while enough FLOPs stay removed, costliest step first."""
     removed = sum(path[index].flops_removed for path, index in zip(paths, choice, strict=True))
     while True:
@@ -95,6 +104,6 @@ def _give_back(paths: Sequence[Sequence[PathPoint]], choice: list[int], flops_to
         choice[curve] -= 1
 
 
-def within_error(path: Sequence[PathPoint], bound: float) -> int:
+def within_error(path: Sequence[Point], bound: float) -> int:
     """The furthest point of a path whose error stays within `bound` (0 when even the first step exceeds it)."""
     return max(i for i, point in enumerate(path) if point.error <= bound or i == 0)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from infoprune_core.errors import BudgetError
 from infoprune_core.plan.allocation import allocate, within_error
-from infoprune_core.plan.types import AttentionShape, BlockPlan, CompressionPlan, LowRankShape, PathPoint
+from infoprune_core.plan.types import (
+    AttentionShape,
+    BlockPlan,
+    CompressionPlan,
+    LowRankShape,
+    PathPoint,
+    UniformShape,
+)
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,7 @@ class BlockPaths:
     ffn: list[PathPoint] | None
     attention_flops: float = 0.0  # what the attention half costs in full
     ffn_flops: float = 0.0  # what the FFN half costs in full
+    attention_shapes: tuple[PathPoint, ...] = ()  # every reachable head layout (for uniform plans)
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ def plan_for_budget(paths: Mapping[str, BlockPaths], budget: Budget) -> Compress
             current = replace(current, attention=point.shape)
         elif isinstance(point.shape, LowRankShape):
             current = replace(current, ffn_low_rank=point.shape)
-        else:
+        elif isinstance(point.shape, int):
             current = replace(current, ffn_width=point.shape)
         plan.blocks[name] = current
         plan.flops_removed += point.flops_removed
@@ -83,3 +91,65 @@ def _allocate(curves: list[tuple[str, str, list[PathPoint]]], flops: float, budg
             f"of the scope's FLOPs and the blocks can lose at most {reachable:.3f} (every block keeps one query "
             f"head per KV group it keeps and some FFN channels), so the closest reachable is {1 - reachable:.3f}"
         ) from None
+
+
+def plan_uniform(
+    paths: Mapping[str, BlockPaths], stacks: Mapping[str, Sequence[str]], budget: Budget
+) -> CompressionPlan:
+    """One head layout and one FFN width per stack, the same in each of its blocks, at the least total error.
+
+    Only a FLOP target is supported (explicit knobs describe per-block cuts).
+    """
+    if budget.target_flops_ratio is None:
+        raise BudgetError("a uniform shape needs target_flops_ratio (head_keep_ratio and ffn_epsilon are per block)")
+    options = [_uniform_options([paths[name] for name in blocks]) for blocks in stacks.values()]
+    compressible = sum(
+        b.attention_flops * (b.attention is not None) + b.ffn_flops * (b.ffn is not None) for b in paths.values()
+    )
+    removal = (1 - budget.target_flops_ratio) * budget.scope_flops
+    curves = [(stack, "uniform", path) for stack, path in zip(stacks, options, strict=True)]
+    choice = _allocate(curves, removal, budget, budget.scope_flops - compressible)
+    plan = CompressionPlan()
+    for blocks, path, index in zip(stacks.values(), options, choice, strict=True):
+        point = path[index]
+        assert isinstance(point.shape, UniformShape)
+        for name in blocks:
+            plan.blocks[name] = BlockPlan(name, point.shape.attention, point.shape.ffn_width)
+        plan.flops_removed += point.flops_removed
+        plan.expected_error += point.error
+    return plan
+
+
+def _uniform_options(blocks: Sequence[BlockPaths]) -> list[PathPoint]:
+    """Every (head layout, FFN width) all the blocks can take, summed over them; dominated ones dropped."""
+    attention: list[PathPoint | None] = [None]
+    if all(block.attention is not None for block in blocks):
+        common = set.intersection(*({p.shape for p in block.attention_shapes} for block in blocks))
+        attention = [p for p in blocks[0].attention_shapes if p.shape in common]
+    widths: list[PathPoint | None] = [None]
+    if all(block.ffn is not None for block in blocks):
+        common_widths = set.intersection(*({p.shape for p in block.ffn or ()} for block in blocks))
+        widths = [p for p in blocks[0].ffn or () if p.shape in common_widths]
+    points = []
+    for head in attention:
+        for width in widths:
+            flops = error = 0.0
+            for block in blocks:
+                if head is not None:
+                    own = next(p for p in block.attention_shapes if p.shape == head.shape)
+                    flops, error = flops + own.flops_removed, error + own.error
+                if width is not None:
+                    own = next(p for p in block.ffn or () if p.shape == width.shape)
+                    flops, error = flops + own.flops_removed, error + own.error
+            shape = UniformShape(
+                None if head is None else head.shape,  # type: ignore[arg-type]
+                None if width is None else width.shape,  # type: ignore[arg-type]
+            )
+            points.append(PathPoint(flops, error, shape))
+    # Keep the points no other beats (as many FLOPs removed or more at no more error), FLOPs ascending.
+    points.sort(key=lambda p: (-p.flops_removed, p.error))
+    frontier: list[PathPoint] = []
+    for point in points:
+        if not frontier or point.error < frontier[-1].error:
+            frontier.append(point)
+    return frontier[::-1]

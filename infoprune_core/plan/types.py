@@ -31,7 +31,15 @@ class PathPoint:
 
     flops_removed: float
     error: float
-    shape: AttentionShape | int | LowRankShape  # an attention layout, an FFN width, or a low-rank level
+    shape: AttentionShape | int | LowRankShape | UniformShape  # what the point keeps
+
+
+@dataclass(frozen=True)
+class UniformShape:
+    """One layout for every block of a stack (None: that half stays as it is)."""
+
+    attention: AttentionShape | None
+    ffn_width: int | None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from benchmarks.evaluators import (
     embedding_quality,
     perplexity,
     perplexity_windows,
-    reference_paragraphs,
     sentence_embeddings,
 )
 from benchmarks.suite import cell_path
@@ -21,6 +20,7 @@ from benchmarks.suite_cell import CellSpec, run_cell
 from benchmarks.suite_report import verdicts, write_report
 from benchmarks.suite_targets import TARGETS
 from infoprune_core.calibration import Encoder
+from infoprune_core.calibration.samples import reference_paragraphs
 from infoprune_core.modeling import load_model
 from tests.core.tiny_models import FAMILIES, save_with_processor
 

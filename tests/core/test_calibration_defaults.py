@@ -1,4 +1,5 @@
-"""The shipped text calibration set is the same whatever the process imported before."""
+"""The shipped text calibration set: the same whatever the process imported, and mixed into a text
+model's own narrow set."""
 
 from __future__ import annotations
 
@@ -24,3 +25,25 @@ def test_default_text_samples_do_not_depend_on_import_history() -> None:
     plain, after_imports = _fingerprint("plain"), _fingerprint("after-imports")
     assert plain.startswith("256 ")
     assert plain == after_imports
+
+
+def test_a_text_models_own_set_is_mixed_with_the_shipped_one(model_dirs, tmp_path) -> None:
+    import json
+
+    from infoprune_core.calibration import default_text_samples
+    from infoprune_core.config import CompressionConfig
+    from infoprune_core.modeling import load_model
+    from infoprune_core.run import prepare_samples
+
+    own = [f"the shape is red and the answer is {i} ." for i in range(20)]
+    path = tmp_path / "own.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in own))
+    loaded = load_model(model_dirs["bert"])
+    shipped = {s.text for s in default_text_samples()}
+    config = CompressionConfig(target_flops_ratio=0.5, calibration=str(path), calibration_samples=8, held_out_samples=4)
+    calibration, held_out = prepare_samples(config, loaded)
+    assert [s.text for s in calibration[:4]] == own[:4]
+    assert len(calibration) == 8 and all(s.text in shipped for s in calibration[4:])
+    assert [s.text for s in held_out] == own[-4:], "held-out samples stay the user's"
+    alone = prepare_samples(config.model_copy(update={"shipped_share": 0.0}), loaded)[0]
+    assert [s.text for s in alone] == own[:8]

@@ -14,7 +14,7 @@ from infoprune_core.calibration import Encoder, read_samples
 from infoprune_core.heads import HEAD_METHODS
 from infoprune_core.modeling import load_model
 from tests.core.conftest import calibration_for
-from tests.core.tiny_models import FAMILIES, save_with_processor
+from tests.core.tiny_models import FAMILIES, IMAGE_FAMILIES, save_with_processor
 
 FAST = dict(
     gate_steps=8, recovery_steps=4, calibration_samples=16, held_out_samples=4, latency_repeats=1, latency_batch=4
@@ -62,6 +62,11 @@ def test_compress_meets_budget_and_round_trips(family: str, model_dirs, shapes_s
         if block["ffn_width"] is not None and ffn and "width" in ffn:
             assert ffn["width"] == block["ffn_width"]
     assert report["latency"]["measured"] and report["latency"]["after"]["median_ms"] > 0
+    # Quality is also reported on data unlike the calibration set, where one ships (text).
+    if family in IMAGE_FAMILIES:
+        assert report["fidelity_other"] is None
+    else:
+        assert report["fidelity_other"]["source"] and report["fidelity_other"]["after_compression"]["cosine"] > 0
 
     # The artifact: safetensors + manifest, no pickle, and it reloads to the very same function.
     files = {p.name for p in (tmp_path / "out").iterdir()}
@@ -139,19 +144,6 @@ def test_low_rank_operators_meet_the_budget_and_reload(ffn: str, model_dirs, tmp
     torch.testing.assert_close(_outputs(reloaded, inputs), _outputs(load_compressed(tmp_path / "out"), inputs))
 
 
-def test_uniform_llama_result_loads_with_plain_from_pretrained(model_dirs, tmp_path: Path) -> None:
-    config = CompressionConfig(head_keep_ratio=0.67, heads="l1", ffn="none", **FAST)
-    compress(str(model_dirs["llama"]), tmp_path / "out", config)
-    manifest = json.loads((tmp_path / "out" / "infoprune.json").read_text())
-    kept = manifest["structure"]["attention"]
-    if len({len(v) for v in kept.values()}) != 1 or len(kept) != 2:
-        pytest.skip("this budget did not prune every layer alike")
-    assert manifest["plain_from_pretrained"] is True
-    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
-    inputs = _inputs(model_dirs["llama"], None)
-    torch.testing.assert_close(_outputs(plain, inputs), _outputs(load_compressed(tmp_path / "out"), inputs))
-
-
 def test_vision_scope_leaves_language_model_untouched(model_dirs, shapes_set, tmp_path: Path) -> None:
     config = CompressionConfig(target_flops_ratio=0.5, scope=("vision",), calibration=str(shapes_set), **FAST)
     report = compress(str(model_dirs["llava"]), tmp_path / "out", config).report
@@ -171,3 +163,25 @@ def test_accuracy_is_reported_with_an_eval_set(model_dirs, shapes_set, tmp_path:
     spearman = report["score_validation"]["spearman"]
     assert set(spearman) >= {"infoprune_paper", "infoprune_scale_aware", "l1", "taylor", "random"}
     assert all(-1.0 <= value <= 1.0 for value in spearman.values())
+
+
+@pytest.mark.parametrize("family", ["llama", "llava"])
+def test_uniform_shape_gives_every_block_of_a_part_the_same_layout(
+    family: str, model_dirs, shapes_set, tmp_path
+) -> None:
+    config = CompressionConfig(
+        target_flops_ratio=0.6, shape="uniform", calibration=calibration_for(family, shapes_set), **FAST
+    )
+    report = compress(str(model_dirs[family]), tmp_path / "out", config).report
+    assert abs(report["flops"]["scope_ratio"] - 0.6) <= 0.02
+    by_stack: dict[str, set] = {}
+    for name, block in report["plan"]["blocks"].items():
+        layout = (json.dumps(block["attention"], sort_keys=True), block["ffn_width"])
+        by_stack.setdefault(name.rpartition(".")[0], set()).add(layout)
+    assert by_stack and all(len(layouts) == 1 for layouts in by_stack.values())
+    if family == "llama":
+        manifest = json.loads((tmp_path / "out" / "infoprune.json").read_text())
+        assert manifest["plain_from_pretrained"] is True
+        plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+        inputs = _inputs(model_dirs["llama"], None)
+        torch.testing.assert_close(_outputs(plain, inputs), _outputs(load_compressed(tmp_path / "out"), inputs))
