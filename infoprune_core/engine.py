@@ -84,8 +84,8 @@ def iter_blocks(stacks: Sequence[Stack]) -> Iterator[Block]:
 def stack_inputs(
     model: nn.Module, stack: Stack, batches: Sequence[Batch], settings: EngineSettings
 ) -> list[BlockBatch]:
-    first = model.get_submodule(stack.blocks[0].name)
-    return capture_inputs(model, first, batches, settings.storage_dtype, masked=stack.part == "language")
+    blocks = [(block.name, model.get_submodule(block.name)) for block in stack.blocks]
+    return capture_inputs(model, blocks, batches, settings.storage_dtype, masked=stack.part == "language")
 
 
 def _relative(points: list[PathPoint], energy: float) -> list[PathPoint]:
@@ -234,9 +234,9 @@ def walk(
             report.blocks[block.name] = _compress_block(
                 model, block, block_plan, stream, method, costs, settings, report, reference
             )
-            advance(module, stream, settings.storage_dtype)
+            advance(module, stream, settings.storage_dtype, block.name)
             if reference is not None:
-                advance(reference[0], reference[1], settings.storage_dtype)
+                advance(reference[0], reference[1], settings.storage_dtype, block.name)
             done += 1
             ticks[1](done, total)
     return report

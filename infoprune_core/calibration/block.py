@@ -49,6 +49,7 @@ class _Originals:
 
     def __init__(self, reference: nn.Module, block: Block, paths: Sequence[str]) -> None:
         self.reference = reference
+        self.name = block.name
         self.relative = {path: path[len(block.name) + 1 :] for path in paths}
         self.seen: dict[str, torch.Tensor] = {}
 
@@ -61,7 +62,7 @@ class _Originals:
                     self.seen[path] = x
 
                 hooks.enter_context(observing(self.reference.get_submodule(relative), keep))
-            run_block(self.reference, batch)
+            run_block(self.reference, batch, self.name)
 
 
 def collect(
@@ -119,7 +120,7 @@ def collect(
             mask = batch.token_mask
             weights = token_weights(batch.hidden, mask, relative_tokens)
             stats.energy += stream_energy(batch.hidden, weights)
-            output = run_block(module, batch)
+            output = run_block(module, batch, block.name)
             if advance_dtype is not None:
                 if output is None:
                     raise RuntimeError("a hook stopped the block while advancing the walk")

@@ -1,11 +1,13 @@
 """The sequential walk: a stack's blocks one at a time, on activations held once on the CPU.
 
-The inputs of a stack's first block (hidden states and every other argument the block gets: masks,
-position embeddings, position ids) are captured with a hook that stops the model right there, so
-the embeddings (and, for a VLM's language model, the vision tower and projector) run once. Each
-later block runs on the outputs of the block before it: block i sees what the already-compressed
-blocks before it produce. Hidden states are stored on the CPU, optionally in bfloat16; the other
-arguments are small and keep their dtype.
+The inputs of a stack's first block are captured by hooks during one forward pass that stops at the
+stack's last block, so the embeddings (and, for a VLM's language model, the vision tower and the
+projector) run once; every block's other arguments (masks, position embeddings, position ids) are
+kept too, because some families give blocks different ones (sliding-window layers get another mask
+and other rotary embeddings). Each later block runs on the outputs of the block before it: block i
+sees what the already-compressed blocks before it produce. Hidden states are stored on the CPU,
+optionally in bfloat16; the other arguments are small, keep their dtype, and are stored once when
+blocks share them.
 """
 
 from __future__ import annotations
@@ -28,24 +30,28 @@ class StopForward(Exception):
 
 @dataclass
 class BlockBatch:
-    """One calibration batch as a block sees it."""
+    """One calibration batch as the blocks of a stack see it."""
 
-    hidden: torch.Tensor  # [B, T, C], stored on the CPU
-    args: tuple[Any, ...]  # the block's other positional arguments
-    kwargs: dict[str, Any]
-    token_mask: torch.Tensor | None  # [B, T] tokens that count in statistics (None: all)
+    hidden: torch.Tensor  # [..., C] (usually [B, T, C]), stored on the CPU
+    arguments: dict[str, tuple[tuple[Any, ...], dict[str, Any]]]  # block name -> its other args, kwargs
+    token_mask: torch.Tensor | None  # hidden.shape[:-1]: tokens that count in statistics (None: all)
 
 
-def move(value: Any, device: torch.device | str) -> Any:
-    """Tensors inside tuples, lists and dicts moved to `device` (other values as they are)."""
+def move(value: Any, device: torch.device | str, memo: dict[int, Any] | None = None) -> Any:
+    """Tensors inside tuples, lists and dicts moved to `device`; with `memo`, one copy per tensor (the
+    memo keeps the originals alive, so that no other tensor can take their id meanwhile)."""
     if isinstance(value, torch.Tensor):
-        return value.to(device)
+        if memo is None:
+            return value.to(device)
+        if id(value) not in memo:
+            memo[id(value)] = (value, value.detach().to(device))
+        return memo[id(value)][1]
     if isinstance(value, tuple):
-        return tuple(move(v, device) for v in value)
+        return tuple(move(v, device, memo) for v in value)
     if isinstance(value, list):
-        return [move(v, device) for v in value]
+        return [move(v, device, memo) for v in value]
     if isinstance(value, dict):
-        return {k: move(v, device) for k, v in value.items()}
+        return {k: move(v, device, memo) for k, v in value.items()}
     return value
 
 
@@ -60,52 +66,58 @@ def _stateless(name: str, value: Any) -> Any:
 
 def capture_inputs(
     model: nn.Module,
-    block: nn.Module,
+    blocks: Sequence[tuple[str, nn.Module]],
     batches: Sequence[Batch],
     storage_dtype: torch.dtype,
     masked: bool,
 ) -> list[BlockBatch]:
-    """Run the model on every batch until `block` and keep what the block would have received.
+    """Run the model on every batch until the last of `blocks` (name, module), keeping the first
+    block's hidden states and every block's other arguments.
 
     `masked`: the batches' 2-D attention mask says which tokens count (text parts with padding).
     """
     captured: list[BlockBatch] = []
+    names = [name for name, _ in blocks]
 
-    def hook(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        hidden = args[0].detach()
-        mask = current.get("attention_mask") if masked else None
-        token_mask = mask.bool().cpu() if mask is not None and mask.shape == hidden.shape[:2] else None
-        captured.append(
-            BlockBatch(
-                hidden=hidden.to("cpu", storage_dtype),
-                args=move(tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args[1:]), "cpu"),
-                kwargs=move({k: _stateless(k, v) for k, v in kwargs.items()}, "cpu"),
-                token_mask=token_mask,
-            )
-        )
-        raise StopForward
+    def hook_for(name: str):
+        def hook(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if name == names[0]:
+                hidden = args[0].detach()
+                mask = current.get("attention_mask") if masked else None
+                token_mask = mask.bool().cpu() if mask is not None and mask.shape == hidden.shape[:-1] else None
+                captured.append(BlockBatch(hidden.to("cpu", storage_dtype), {}, token_mask))
+            arguments = (args[1:], {k: _stateless(k, v) for k, v in kwargs.items()})
+            captured[-1].arguments[name] = move(arguments, "cpu", memo)
+            if name == names[-1]:
+                raise StopForward
 
-    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+        return hook
+
+    handles = [module.register_forward_pre_hook(hook_for(name), with_kwargs=True) for name, module in blocks]
     current: Batch = {}
+    memo: dict[int, Any] = {}
     try:
         with torch.no_grad():
             for batch in batches:
                 current = batch
+                memo.clear()
                 try:
                     model(**batch)
                 except StopForward:
                     continue
-                raise RuntimeError("the forward pass never reached the block whose inputs were to be captured")
+                raise RuntimeError("the forward pass never reached the blocks whose inputs were to be captured")
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return captured
 
 
-def block_output(block: nn.Module, batch: BlockBatch) -> torch.Tensor:
+def block_output(block: nn.Module, batch: BlockBatch, name: str) -> torch.Tensor:
     """The block's output on one stored batch, computed where the block's weights are."""
     parameter = next(block.parameters())
     hidden = batch.hidden.to(parameter.device, parameter.dtype)
-    output = block(hidden, *move(batch.args, parameter.device), **move(batch.kwargs, parameter.device))
+    args, kwargs = move(batch.arguments[name], parameter.device)
+    output = block(hidden, *args, **kwargs)
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -125,19 +137,19 @@ def observing(module: nn.Module, observe: Callable[[torch.Tensor], None], stop: 
         handle.remove()
 
 
-def run_block(block: nn.Module, batch: BlockBatch) -> torch.Tensor | None:
-    """Run the block on one batch; None when a hook stopped it early."""
+def run_block(block: nn.Module, batch: BlockBatch, name: str) -> torch.Tensor | None:
+    """Run the block (the stack's block `name`) on one batch; None when a hook stopped it early."""
     try:
         with torch.no_grad():
-            return block_output(block, batch)
+            return block_output(block, batch, name)
     except StopForward:
         return None
 
 
-def advance(block: nn.Module, batches: list[BlockBatch], storage_dtype: torch.dtype) -> None:
+def advance(block: nn.Module, batches: list[BlockBatch], storage_dtype: torch.dtype, name: str) -> None:
     """Replace every batch's hidden states by the block's outputs (the next block's inputs), in place."""
     for batch in batches:
-        output = run_block(block, batch)
+        output = run_block(block, batch, name)
         if output is None:
             raise RuntimeError("a hook stopped the block while advancing the walk")
         batch.hidden = output.detach().to("cpu", storage_dtype)

@@ -26,11 +26,10 @@ def test_walk_with_nothing_cut_reproduces_every_stack(family: str) -> None:
     adapter = adapter_for_config(model.config.to_dict())
     batches = [sample_inputs(model, batch=2), sample_inputs(model, batch=3)]
     for stack in adapter.stacks(model):
-        stream = capture_inputs(
-            model, model.get_submodule(stack.blocks[0].name), batches, torch.float32, masked=stack.part == "language"
-        )
+        blocks = [(block.name, model.get_submodule(block.name)) for block in stack.blocks]
+        stream = capture_inputs(model, blocks, batches, torch.float32, masked=stack.part == "language")
         for block in stack.blocks:
-            advance(model.get_submodule(block.name), stream, torch.float32)
+            advance(model.get_submodule(block.name), stream, torch.float32, block.name)
         last = model.get_submodule(stack.blocks[-1].name)
         for batch, stored in zip(batches, stream, strict=True):
             torch.testing.assert_close(stored.hidden, _stack_outputs(model, last, batch), rtol=1e-5, atol=1e-5)
@@ -40,11 +39,12 @@ def test_activations_can_be_held_in_bfloat16() -> None:
     model = FAMILIES["llama"]()
     stack = adapter_for_config(model.config.to_dict()).stacks(model)[0]
     batches = [sample_inputs(model)]
-    stream = capture_inputs(model, model.get_submodule(stack.blocks[0].name), batches, torch.bfloat16, masked=True)
+    blocks = [(block.name, model.get_submodule(block.name)) for block in stack.blocks]
+    stream = capture_inputs(model, blocks, batches, torch.bfloat16, masked=True)
     assert stream[0].hidden.dtype == torch.bfloat16
     assert stream[0].token_mask is not None and not bool(stream[0].token_mask[0, 0]), "left padding is masked"
     for block in stack.blocks:
-        advance(model.get_submodule(block.name), stream, torch.bfloat16)
+        advance(model.get_submodule(block.name), stream, torch.bfloat16, block.name)
     exact = _stack_outputs(model, model.get_submodule(stack.blocks[-1].name), batches[0])
     assert stream[0].hidden.dtype == torch.bfloat16
     torch.testing.assert_close(stream[0].hidden.float(), exact, rtol=0.05, atol=0.05)
