@@ -23,10 +23,13 @@ from infoprune_core.export.errors import ExportRefused
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED = 1, 2, 3, 4, 5
 WORD_PREFIX = "\u2581"  # llama.cpp's WPM tokenizer prefixes every word with it
 # Split regexes of tokenizer.json files that llama.cpp knows by name.
+_CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+_TAIL = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 SPLIT_PRETOKENIZERS = {
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+    _CONTRACTIONS + r"\p{N}{1,3}" + _TAIL: "llama-bpe",  # Llama 3
+    _CONTRACTIONS + r"\p{N}" + _TAIL: "qwen2",
 }
+WORD_SPLITS = (["WhitespaceSplit"], ["Whitespace"])
 SUPPORTED = "byte-level BPE with the GPT-2, SmolLM, Llama-3 or Qwen2 pre-tokenizer, or a WordLevel vocabulary"
 
 
@@ -58,7 +61,8 @@ def _byte_level_pre(pre_tokenizer: dict[str, Any] | None) -> str | None:
     if kinds == ["Digits", "ByteLevel"] and regex and steps[0].get("individual_digits"):
         return "smollm"
     split = steps[0]
-    if kinds == ["Split", "ByteLevel"] and not regex and split.get("behavior") == "Isolated" and not split.get("invert"):
+    isolated = split.get("behavior") == "Isolated" and not split.get("invert")
+    if kinds == ["Split", "ByteLevel"] and not regex and isolated:
         return SPLIT_PRETOKENIZERS.get((split.get("pattern") or {}).get("Regex", ""))
     return None
 
@@ -71,9 +75,9 @@ def _kind(document: dict[str, Any]) -> tuple[str, str | None]:
         pre = _byte_level_pre(document.get("pre_tokenizer"))
         if pre is not None and (normalizer is None or normalizer.get("type") == "NFC"):
             return "gpt2", pre
-    if model.get("type") == "WordLevel" and normalizer is None:
-        if [step.get("type") for step in _steps(document.get("pre_tokenizer"))] in (["WhitespaceSplit"], ["Whitespace"]):
-            return "bert", None
+    words = [step.get("type") for step in _steps(document.get("pre_tokenizer"))] in WORD_SPLITS
+    if model.get("type") == "WordLevel" and normalizer is None and words:
+        return "bert", None
     described = {key: document.get(key) for key in ("normalizer", "pre_tokenizer")}
     raise ExportRefused(
         f"tokenizer.json ({model.get('type')} model, {json.dumps(described)[:300]}) is not a tokenizer llama.cpp "
@@ -87,7 +91,7 @@ def read_vocabulary(directory: Path, vocab_size: int) -> Vocabulary:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise ExportRefused(f"the GGUF export needs {path} (a fast tokenizer), which cannot be read: {error}") from error
+        raise ExportRefused(f"the GGUF export needs {path} (a fast tokenizer); cannot read it: {error}") from error
     model, pre = _kind(document)
     entries: dict[int, tuple[str, int]] = {}
     unknown = (document.get("model") or {}).get("unk_token")
