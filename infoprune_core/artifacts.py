@@ -20,6 +20,7 @@ from torch import nn
 from transformers.initialization import no_init_weights
 
 from infoprune_core.errors import ArtifactError
+from infoprune_core.export.engines import engines_for
 from infoprune_core.modeling import adapter_for_config, model_class, read_config
 from infoprune_core.plain_config import plain_config
 from infoprune_core.sources import PICKLE_SUFFIXES, check_model_directory
@@ -103,6 +104,7 @@ def save_compressed(model: nn.Module, source_dir: Path, output: Path, manifest: 
             "source_config": source_config,
             **manifest,
         }
+        document["engines"] = engines_for(document, scratch)
         (scratch / MANIFEST).write_text(json.dumps(document, indent=2, sort_keys=False, default=str))
     return output
 

@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(profile)
     profile.set_defaults(func=run_profile)
 
+    gguf = commands.add_parser("export-gguf", help="write a Llama-family artifact as a GGUF file for llama.cpp")
+    gguf.add_argument("artifact", type=Path, help="artifact directory (or a plain Llama-family model folder)")
+    gguf.add_argument("--output", "-o", type=Path, required=True, help="new .gguf file, outside the artifact")
+    gguf.add_argument("--dtype", choices=("f16", "f32"), default="f16", help="matrix precision (default f16)")
+    gguf.set_defaults(func=run_export_gguf)
+
     for entry in entry_points(group="infoprune.commands"):
         entry.load()(commands)
     return parser
@@ -197,6 +203,13 @@ def run_profile(args: argparse.Namespace) -> int:
         bar.close()
     print(format_profile(result))
     _write_json(args.json_path, result)
+    return 0
+
+
+def run_export_gguf(args: argparse.Namespace) -> int:
+    from infoprune_core.export.gguf import export_gguf  # needs the `gguf` extra
+
+    print(f"wrote {export_gguf(args.artifact, args.output, args.dtype)}")
     return 0
 
 

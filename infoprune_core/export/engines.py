@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from infoprune_core.export.errors import ExportRefused
+from infoprune_core.errors import InfoPruneError
 
 LOAD_COMPRESSED = "load_compressed"
 # A stock config.json: what these engines read (they are not run by the test suite).
@@ -22,6 +22,6 @@ def engines_for(document: dict[str, Any], directory: Path) -> list[str]:
         engines.extend(FROM_PRETRAINED)
     try:
         plan_export(directory, document)
-    except ExportRefused:
+    except (InfoPruneError, KeyError, TypeError, ValueError):  # refused, or a config the export cannot read
         return engines
     return [*engines, LLAMA_CPP]
