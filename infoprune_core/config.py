@@ -57,7 +57,7 @@ class CompressionConfig(BaseModel):
     latency_batch: int = Field(default=32, ge=1, le=1024)
     latency_repeats: int = Field(default=5, ge=1, le=1000)
     measure_latency: bool = True
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     threads: int = Field(default=1, ge=1, le=256)
     device: str = "cpu"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import transformers
 
-PLAIN_MODEL_TYPES = ("llama", "qwen2", "mistral")
+PLAIN_MODEL_TYPES = ("llama", "qwen2", "mistral", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
 
 
 def plain_config(config: dict[str, Any], structure: dict[str, Any], layers: int) -> dict[str, Any] | None:

@@ -6,8 +6,10 @@ Every edit here is expressible as a small record (kept head indices, kept width,
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -101,11 +103,22 @@ def prune_heads(model: nn.Module, site: AttentionSite, kept: Sequence[int]) -> A
     kv_kept = kv_heads_for(site, kept)
     q_rows = head_rows(kept, site.head_dim)
     kv_rows = head_rows(kv_kept, site.head_dim)
-    model.set_submodule(site.q, slice_linear(get_linear(model, site.q), out_index=q_rows))
-    model.set_submodule(site.k, slice_linear(get_linear(model, site.k), out_index=kv_rows))
-    model.set_submodule(site.v, slice_linear(get_linear(model, site.v), out_index=kv_rows))
+    if site.fused:
+        queries, keys = site.num_heads * site.head_dim, site.num_kv_heads * site.head_dim
+        rows = torch.cat([q_rows, queries + kv_rows, queries + keys + kv_rows])
+        model.set_submodule(site.q, slice_linear(get_linear(model, site.q), out_index=rows))
+    else:
+        model.set_submodule(site.q, slice_linear(get_linear(model, site.q), out_index=q_rows))
+        model.set_submodule(site.k, slice_linear(get_linear(model, site.k), out_index=kv_rows))
+        model.set_submodule(site.v, slice_linear(get_linear(model, site.v), out_index=kv_rows))
     model.set_submodule(site.o, slice_linear(get_linear(model, site.o), in_index=q_rows))
     new_heads, new_kv = len(kept), len(kv_kept)
+    if site.config_head_counts:
+        # The module's config is shared by every layer: give this one its own copy with its counts.
+        module = model.get_submodule(site.name)
+        own: Any = copy.copy(module.config)
+        own.num_attention_heads, own.num_key_value_heads = new_heads, new_kv
+        module.config = own
     for holder in {model.get_submodule(site.name), model.get_submodule(site.q.rpartition(".")[0])}:
         for attribute in HEAD_COUNT_ATTRIBUTES:
             if hasattr(holder, attribute):
@@ -128,6 +141,7 @@ def prune_heads(model: nn.Module, site: AttentionSite, kept: Sequence[int]) -> A
         num_heads=new_heads,
         num_kv_heads=new_kv,
         head_dim=site.head_dim,
+        config_head_counts=site.config_head_counts,
     )
 
 
@@ -164,6 +178,7 @@ def prune_ffn_width(
     """
     index = torch.as_tensor(sorted(kept), dtype=torch.long)
     output = get_linear(model, site.output)
+    rows = torch.cat([index + block * output.in_features for block in range(site.stacked)])
     new_output = slice_linear(output, in_index=index)
     if removed_mean is not None and output.bias is not None:
         removed = torch.ones(output.in_features, dtype=torch.bool)
@@ -171,7 +186,7 @@ def prune_ffn_width(
         with torch.no_grad():
             new_output.bias.add_(output.weight[:, removed] @ removed_mean[removed].to(output.weight.dtype))
     for path in site.inputs:
-        model.set_submodule(path, slice_linear(get_linear(model, path), out_index=index))
+        model.set_submodule(path, slice_linear(get_linear(model, path), out_index=rows))
     model.set_submodule(site.output, new_output)
 
 

@@ -8,10 +8,12 @@ from infoprune_core.adapters.clip import ClipVisionAdapter
 from infoprune_core.adapters.dinov2 import Dinov2VisionAdapter
 from infoprune_core.adapters.llama import LlamaAdapter
 from infoprune_core.adapters.llava import VISION_TOWER_TYPES, LlavaAdapter
+from infoprune_core.adapters.phi3 import Phi3Adapter
 from infoprune_core.errors import UnsupportedModelError
 
 ADAPTERS: tuple[type[ModelAdapter], ...] = (
     LlamaAdapter,
+    Phi3Adapter,
     ClipVisionAdapter,
     Dinov2VisionAdapter,
     BertAdapter,

@@ -31,10 +31,16 @@ class AttentionSite:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+    config_head_counts: bool = False  # the module reads its head counts from its config (Phi-3)
 
     @property
     def group_size(self) -> int:
         return self.num_heads // self.num_kv_heads
+
+    @property
+    def fused(self) -> bool:
+        """q, k and v are row blocks of one linear (q rows, then k rows, then v rows)."""
+        return self.q == self.k == self.v
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,15 @@ class FFNSite:
 
     name: str
     part: Part
-    inputs: tuple[str, ...]  # fc1, or gate_proj + up_proj
+    inputs: tuple[str, ...]  # fc1, or gate_proj + up_proj, or a fused gate_up_proj
     output: str  # fc2 / down_proj
     gated: bool
+    stacked: int = 1  # how many width-sized row blocks each input linear holds (2 for a fused gate_up)
+
+    @property
+    def matrices(self) -> int:
+        """Linears of width x hidden the FFN computes (a fused gate_up counts as two)."""
+        return len(self.inputs) * self.stacked + 1
 
 
 @dataclass(frozen=True)
@@ -123,14 +135,18 @@ class ModelAdapter(ABC):
 class StackAdapter(ModelAdapter):
     """An adapter for a model that is one stack of layers, described by the names of its projections.
 
-    Subclasses set `part`, `projections` (q, k, v, o paths relative to the attention module) and the
-    FFN's input and output linears; `stack_root` narrows the search (e.g. to a vision encoder).
+    Subclasses set `part`, `projections` (q, k, v, o paths relative to the attention module; the same
+    name three times for a fused qkv linear) and the FFN's input and output linears (`ffn_stacked` 2
+    for a fused gate_up linear); `stack_root` narrows the search (e.g. to a vision encoder);
+    `config_head_counts` says the attention module reads its head counts from its config.
     """
 
     part: Part = "language"
     projections: tuple[str, str, str, str] = ("q_proj", "k_proj", "v_proj", "o_proj")
     ffn_inputs: tuple[str, ...] = ()
     ffn_output: str = ""
+    ffn_stacked: int = 1
+    config_head_counts: bool = False
 
     def stack_root(self, model: nn.Module, root: str) -> str:
         return root
@@ -139,8 +155,8 @@ class StackAdapter(ModelAdapter):
         """Attention and FFN sites of this family found under the module path `root`."""
         stack = self.stack_root(model, root)
         return (
-            find_attention_sites(model, stack, part, self.projections),
-            find_ffn_sites(model, stack, part, self.ffn_inputs, self.ffn_output),
+            find_attention_sites(model, stack, part, self.projections, config_head_counts=self.config_head_counts),
+            find_ffn_sites(model, stack, part, self.ffn_inputs, self.ffn_output, self.ffn_stacked),
         )
 
     def part_prefixes(self, model: nn.Module) -> dict[str, Part]:
@@ -180,11 +196,13 @@ def find_attention_sites(
     part: Part,
     projections: tuple[str, str, str, str],
     layout: type[nn.Module] | tuple[type[nn.Module], ...] | None = None,
+    config_head_counts: bool = False,
 ) -> list[AttentionSite]:
     """Find attention modules under `root` by structure: a module owning the four named projections.
 
-    ``projections`` are (q, k, v, o) attribute paths relative to the attention module; the head
-    layout is read from the q and k output sizes and the module's ``head_dim`` attribute.
+    ``projections`` are (q, k, v, o) attribute paths relative to the attention module (q = k = v for a
+    fused qkv linear); the head layout is read from the q and k output sizes (fused: from the module's
+    ``num_key_value_heads``, else q, k and v are the same size) and the module's ``head_dim``.
     """
     q_name, k_name, v_name, o_name = projections
     sites = []
@@ -203,6 +221,10 @@ def find_attention_sites(
         head_dim = int(getattr(holder, "head_dim", 0) or getattr(holder, "attention_head_size", 0))
         if head_dim <= 0:
             raise ValueError(f"cannot read head_dim of attention module {name}")
+        num_heads, num_kv = q.out_features // head_dim, k.out_features // head_dim
+        if q_name == k_name == v_name:
+            num_kv = int(getattr(holder, "num_key_value_heads", 0)) or q.out_features // (3 * head_dim)
+            num_heads = q.out_features // head_dim - 2 * num_kv
         sites.append(
             AttentionSite(
                 name=name,
@@ -211,16 +233,20 @@ def find_attention_sites(
                 k=f"{name}.{k_name}",
                 v=f"{name}.{v_name}",
                 o=f"{name}.{o_name}",
-                num_heads=q.out_features // head_dim,
-                num_kv_heads=k.out_features // head_dim,
+                num_heads=num_heads,
+                num_kv_heads=num_kv,
                 head_dim=head_dim,
+                config_head_counts=config_head_counts,
             )
         )
     return sites
 
 
-def find_ffn_sites(model: nn.Module, root: str, part: Part, inputs: tuple[str, ...], output: str) -> list[FFNSite]:
-    """Find FFN blocks under `root` by structure: a module owning the named input and output linears."""
+def find_ffn_sites(
+    model: nn.Module, root: str, part: Part, inputs: tuple[str, ...], output: str, stacked: int = 1
+) -> list[FFNSite]:
+    """Find FFN blocks under `root` by structure: a module owning the named input and output linears
+    (`stacked` width-sized row blocks per input linear: 2 for a fused gate_up)."""
     sites = []
     for name, module in iter_named(model, root):
         try:
@@ -235,7 +261,8 @@ def find_ffn_sites(model: nn.Module, root: str, part: Part, inputs: tuple[str, .
                 part=part,
                 inputs=tuple(f"{name}.{path}" for path in inputs),
                 output=f"{name}.{output}",
-                gated=len(inputs) > 1,
+                gated=len(inputs) * stacked > 1,
+                stacked=stacked,
             )
         )
     return sites

@@ -101,7 +101,7 @@ def ffn_path(factorised: Sequence[tuple[str, Factors]], cost: FFNCost, uniform: 
         ranks = []
         for index, (path, factors) in enumerate(factorised):
             rank = factors.rank(level, uniform)
-            flops += cost.flops(width) / cost.matrices if rank is None else cost.low_rank_flops(rank, width)
+            flops += cost.linear_flops(*factors.shape, rank)
             if rank is not None:
                 ranks.append((path, rank))
                 share = 1 if index == len(inputs) else len(inputs)

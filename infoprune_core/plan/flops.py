@@ -124,11 +124,12 @@ class FFNCost:
 
     @classmethod
     def of(cls, site: FFNSite, counts: FlopCount, hidden: int) -> FFNCost:
-        return cls(counts.tokens.get(site.output, 0), hidden, len(site.inputs) + 1)
+        return cls(counts.tokens.get(site.output, 0), hidden, site.matrices)
 
     def flops(self, width: int) -> float:
         return 2.0 * self.tokens * self.hidden * width * self.matrices
 
-    def low_rank_flops(self, rank: int, width: int) -> float:
-        """One of the FFN's linears factorised at `rank` (in -> rank -> out)."""
-        return 2.0 * self.tokens * rank * (self.hidden + width)
+    def linear_flops(self, out_features: int, in_features: int, rank: int | None = None) -> float:
+        """One of the FFN's linears, dense or factorised at `rank` (in -> rank -> out)."""
+        inner = in_features * out_features if rank is None else rank * (in_features + out_features)
+        return 2.0 * self.tokens * inner

@@ -16,15 +16,23 @@ from transformers import (
     CLIPVisionModel,
     Dinov2Config,
     Dinov2Model,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
     SiglipVisionConfig,
     SiglipVisionModel,
 )
@@ -62,6 +70,24 @@ def tiny_llama(qwen: bool = False) -> PreTrainedModel:
     if qwen:
         return Qwen2ForCausalLM(Qwen2Config(**kwargs)).eval()
     return LlamaForCausalLM(LlamaConfig(**kwargs)).eval()
+
+
+def tiny_decoder(model_type: str) -> PreTrainedModel:
+    """Tiny decoders of the other LLaMA-like families (sliding windows of 4 tokens, so that a
+    12-token input sees them)."""
+    config_class, model_class = {
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+        "gemma2": (Gemma2Config, Gemma2ForCausalLM),
+        "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
+        "phi3": (Phi3Config, Phi3ForCausalLM),
+    }[model_type]
+    kwargs: dict = dict(DECODER, vocab_size=64, max_position_embeddings=128, head_dim=8)
+    if model_type in ("gemma2", "gemma3_text"):
+        kwargs.update(sliding_window=4, layer_types=["sliding_attention", "full_attention"])
+    if model_type == "phi3":
+        kwargs.update(pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    torch.manual_seed(0)
+    return model_class(config_class(**kwargs)).eval()
 
 
 def tiny_bert() -> PreTrainedModel:
@@ -111,6 +137,10 @@ FAMILIES: dict[str, Callable[[], PreTrainedModel]] = {
     "llava": tiny_llava,
     "dinov2": tiny_dinov2,
     "llava_dinov2": lambda: tiny_llava(dinov2=True),
+    "qwen3": lambda: tiny_decoder("qwen3"),
+    "gemma2": lambda: tiny_decoder("gemma2"),
+    "gemma3_text": lambda: tiny_decoder("gemma3_text"),
+    "phi3": lambda: tiny_decoder("phi3"),
 }
 VISION_TYPES = ("clip_vision_model", "siglip_vision_model", "dinov2")
 # Families that calibrate on images (the others use the shipped text set).
