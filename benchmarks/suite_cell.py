@@ -12,9 +12,9 @@ timed alternately in the same process, median of repeats after warm-up).
 from __future__ import annotations
 
 import json
-import os
 import random
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -30,7 +30,7 @@ from torch import nn
 
 from benchmarks.suite_targets import TARGETS, Target, timing_samples
 from infoprune_core import CompressionConfig, compress, load_compressed
-from infoprune_core.calibration import Encoder, Sample, default_samples, read_samples
+from infoprune_core.calibration import Encoder, default_samples, read_samples
 from infoprune_core.errors import BudgetError, InfoPruneError
 from infoprune_core.evaluation import timed_forward
 from infoprune_core.modeling import LoadedModel, adapter_for_config, load_model, read_config
@@ -80,24 +80,25 @@ def peak_rss_mb() -> float:
 
 
 def calibration_subset(target: Target, spec: CellSpec, folder: Path) -> Path | None:
-    """The calibration file of the cell: the target's own (seed 0), or a seeded random subset of it."""
+    """The calibration file of the cell: the target's own (seed 0), or a seeded random subset of it
+    (written with copies of its images, since a JSONL may only name images in its own folder)."""
     source = target.calibration()
     if spec.seed == 0:
         return source
     modality = adapter_for_config(read_config(target.model_dir())).modality
     samples = read_samples(source) if source is not None else default_samples(modality)
     chosen = random.Random(spec.seed).sample(samples, min(len(samples), spec.calibration_samples + 16))
+    lines = []
+    for index, sample in enumerate(chosen):
+        record: dict[str, Any] = {"text": sample.text}
+        if sample.image is not None:
+            name = f"{index:05d}{sample.image.suffix}"
+            shutil.copyfile(sample.image, folder / name)
+            record["image"] = name
+        lines.append(json.dumps(record) + "\n")
     path = folder / f"calibration-seed{spec.seed}.jsonl"
-    root = None if source is None else source.parent
-    path.write_text("".join(json.dumps(_record(sample, root)) + "\n" for sample in chosen))
+    path.write_text("".join(lines))
     return path
-
-
-def _record(sample: Sample, root: Path | None) -> dict[str, Any]:
-    record: dict[str, Any] = {"text": sample.text}
-    if sample.image is not None:
-        record["image"] = str(sample.image if root is None else os.path.relpath(sample.image, root.resolve()))
-    return record
 
 
 def pipeline_config(spec: CellSpec, calibration: Path | None) -> CompressionConfig:

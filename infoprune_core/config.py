@@ -41,8 +41,8 @@ class CompressionConfig(BaseModel):
     batch_size: int = Field(default=8, ge=1, le=1024)
     max_text_tokens: int = Field(default=64, ge=4, le=8192)
     gate_steps: int = Field(default=150, ge=0, le=100_000)
-    recovery_steps: int = Field(default=200, ge=0, le=100_000)
-    recovery_learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0)
+    recovery_steps: int = Field(default=32, ge=0, le=100_000)
+    recovery_learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
     recovery_hidden_weight: float = Field(default=1.0, ge=0.0, le=1000.0)  # block-output matching term
     recovery_parameters: Literal["all", "projector"] = "all"  # projector: a VLM's projector alone
     validate_scores: bool = False

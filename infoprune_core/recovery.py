@@ -3,7 +3,8 @@
 The loss is the divergence of the outputs (KL on logits, relative error on features) plus, weighted
 by `hidden_weight`, the relative squared error of every compressed block's output against the
 original's (hidden-state matching, as Minitron and LLM-Streamline do). The original is run alongside
-without gradients. Which weights train is a choice: all of them, or only a VLM's projector.
+without gradients. Which weights train is a choice: all but the embeddings and output head, or only
+a VLM's projector.
 """
 
 from __future__ import annotations
@@ -57,11 +58,18 @@ def hidden_mismatch(
 
 
 def trainable(model: nn.Module, which: str, projector: str | None) -> list[nn.Parameter]:
+    """The weights recovery trains: a VLM's projector, or everything but the token embeddings and the
+    output head (they were not cut, and with a large vocabulary they are the costliest to train)."""
     if which == "projector":
         if projector is None:
             raise ValueError("recovery of the projector alone needs a model with a projector (a VLM)")
         return list(model.get_submodule(projector).parameters())
-    return list(model.parameters())
+    frozen: set[int] = set()
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        module = getattr(model, getter, lambda: None)()
+        if isinstance(module, nn.Module):
+            frozen.update(id(p) for p in module.parameters())
+    return [p for p in model.parameters() if id(p) not in frozen]
 
 
 def distill(

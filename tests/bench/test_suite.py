@@ -120,3 +120,19 @@ def test_perplexity_is_finite_and_worse_for_a_damaged_model(model_dirs: dict[str
     after = perplexity(loaded.model, windows, 2)["perplexity"]
     assert 1.0 < before < float("inf")
     assert after == pytest.approx(loaded.model.config.vocab_size, rel=1e-3)  # uniform logits
+
+
+def test_a_seeded_calibration_subset_is_another_draw_of_the_same_set(tmp_path: Path) -> None:
+    from benchmarks.suite_cell import calibration_subset
+    from infoprune_core.calibration import read_samples
+
+    target = TARGETS["demo"]
+    first = read_samples(calibration_subset(target, replace(SPEC, seed=1), tmp_path))
+    assert len(first) == SPEC.calibration_samples + 16 and all(s.image and s.image.exists() for s in first)
+    other = tmp_path / "other"
+    other.mkdir()
+    second = read_samples(calibration_subset(target, replace(SPEC, seed=2), other))
+    assert [s.text for s in first] != [s.text for s in second] or [s.image.read_bytes() for s in first] != [
+        s.image.read_bytes() for s in second
+    ]
+    assert calibration_subset(target, SPEC, tmp_path) == target.calibration()

@@ -44,8 +44,12 @@ def test_distillation_lowers_the_loss() -> None:
     student = _perturbed(teacher)
     batches = [sample_inputs(teacher, batch=4)]
     settings = RecoverySettings(steps=30, learning_rate=3e-3, hidden_weight=1.0, parameters="all")
+    embeddings = student.get_input_embeddings().weight.detach().clone()
+    head = student.get_output_embeddings().weight.detach().clone()
     losses = distill(student, teacher, batches, settings, _blocks(teacher))
     assert losses[-1] < 0.5 * losses[0]
+    assert torch.equal(student.get_input_embeddings().weight, embeddings), "embeddings stay"
+    assert torch.equal(student.get_output_embeddings().weight, head), "so does the output head"
     assert not any(p.requires_grad for p in student.parameters()), "weights are frozen again afterwards"
 
 
