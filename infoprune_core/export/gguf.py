@@ -35,6 +35,8 @@ F16_MAX = 65504.0
 LAYER_TENSORS = {
     "input_layernorm.weight": "attn_norm.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",  # Qwen3's per-head RMSNorms over head_dim
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
     **{
         f"{module}.{kind}": f"{name}.{kind}"
         for module, name in (
@@ -49,6 +51,7 @@ LAYER_TENSORS = {
         for kind in ("weight", "bias")
     },
 }
+OPTIONAL = (".bias", "attn_q_norm.weight", "attn_k_norm.weight")  # the Q/K norms: Qwen3 only
 EMBEDDING, HEAD, FINAL_NORM = "model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"
 
 
@@ -91,6 +94,8 @@ def _expected_shape(layout: Layout, layer: int, name: str) -> tuple[int, ...]:
         "ffn_gate": (ffn, hidden),
         "ffn_up": (ffn, hidden),
         "ffn_down": (hidden, ffn),
+        "attn_q_norm": (layout.head_dim, 0),
+        "attn_k_norm": (layout.head_dim, 0),
     }.get(module, (hidden, 0))
     return (rows,) if kind == "bias" or columns == 0 else (rows, columns)
 
@@ -108,7 +113,7 @@ def gguf_tensors(layout: Layout, weights: Weights) -> Iterator[tuple[str, np.nda
         for source, target in LAYER_TENSORS.items():
             tensor = weights.get(f"model.layers.{layer}.{source}")
             if tensor is None:
-                if target.endswith(".bias"):
+                if target.endswith(OPTIONAL):
                     continue
                 raise ArtifactError(f"the weights have no tensor 'model.layers.{layer}.{source}'")
             expected = _expected_shape(layout, layer, target)

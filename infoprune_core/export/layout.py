@@ -5,13 +5,15 @@ Which llama.cpp architecture can hold the shapes (read in the llama.cpp tree tha
 - Every architecture reads `<arch>.feed_forward_length`, `<arch>.attention.head_count` and
   `<arch>.attention.head_count_kv` with `get_key_or_arr(..., n_layer, ...)`: a scalar, or an array of
   one value per layer.
-- `llama` and `qwen2` then build every layer from layer 0's values (`LLAMA_LOAD_LOCALS` takes
-  `hparams.n_head()`, `n_head_kv()`, `n_ff()` with no layer index), so they take only uniform shapes.
+- `llama`, `qwen2` and `qwen3` then build every layer from layer 0's values (`LLAMA_LOAD_LOCALS` takes
+  `hparams.n_head()`, `n_head_kv()`, `n_ff()` with no layer index), so they take only uniform shapes;
+  `qwen2` moreover sizes Q and O as n_embd x n_embd, so it takes no cut heads at all.
 - `deci` (DeciLM / Llama-Nemotron NAS, `src/models/deci.cpp`) reads `n_head(i)`, `n_head_kv(i)` and
   `n_ff(i)` per layer, both for its tensor shapes and in its graph, and is otherwise the Llama
   block: RMSNorm, RoPE on consecutive pairs (`LLAMA_ROPE_TYPE_NORM`), SwiGLU, optional Q/K/V/O and
-  FFN biases. Non-uniform results go there, Qwen2 ones included (its Q/K biases are permuted with
-  the weights, which is what moving from NEOX to NORM rotation needs).
+  FFN biases. Non-uniform results go there, and Qwen2 ones with cut heads (its Q/K biases are permuted
+  with the weights, which is what moving from NEOX to NORM rotation needs). `deci` has no per-head Q/K
+  norms, so non-uniform Qwen3 results are refused (`qwen3` builds every layer from layer 0's shape).
 - The head size is written as `attention.key_length` / `value_length`: otherwise llama.cpp derives
   it as `n_embd / n_head(0)`, wrong once heads are cut.
 """
@@ -30,13 +32,15 @@ from infoprune_core.export.errors import ExportRefused
 class Family:
     uniform_arch: str  # llama.cpp architecture for one shape in every layer
     variable_arch: str | None  # one that reads head counts and FFN length per layer (None: refuse)
+    full_width_only: bool = False  # uniform_arch sizes Q and O as hidden x hidden (no head may go)
 
 
 # The one list of families the export takes (model_type -> llama.cpp architectures).
 FAMILIES: dict[str, Family] = {
     "llama": Family("llama", "deci"),
     "mistral": Family("llama", "deci"),  # llama.cpp's own converter writes Mistral as `llama`
-    "qwen2": Family("qwen2", "deci"),
+    "qwen2": Family("qwen2", "deci", full_width_only=True),
+    "qwen3": Family("qwen3", None),  # its per-head q/k norms exist only in `qwen3`, which reads layer 0's shape
 }
 # Architectures that rotate consecutive pairs: HF's rotate-half Q/K rows are permuted for them.
 NORM_ROPE_ARCHS = frozenset({"llama", "deci"})
@@ -185,9 +189,9 @@ def plan_layout(config: dict[str, Any], structure: dict[str, Any]) -> Layout:
         raise ExportRefused("a layer keeps query heads that are not a multiple of its KV heads")
     if layout.rope.kind == "llama3" and family.uniform_arch not in NORM_ROPE_ARCHS:
         raise ExportRefused(f"llama3 rope scaling is not read by llama.cpp's {family.uniform_arch} architecture")
-    if layout.uniform:
+    if layout.uniform and not (family.full_width_only and layout.heads[0] * head_dim != layout.hidden):
         return layout
-    if family.variable_arch is None:
+    if family.variable_arch is None:  # (every family that is full_width_only has a variable_arch)
         raise ExportRefused(
             f"llama.cpp's {family.uniform_arch} architecture reads one head count and FFN length for every "
             "layer: compress with shape=uniform to export to llama.cpp"
