@@ -22,7 +22,6 @@ from transformers.initialization import no_init_weights
 from infoprune_core.errors import ArtifactError
 from infoprune_core.export.engines import engines_for
 from infoprune_core.modeling import adapter_for_config, model_class, read_config
-from infoprune_core.plain_config import plain_config
 from infoprune_core.sources import PICKLE_SUFFIXES, check_model_directory
 from infoprune_core.surgery import LowRankLinear, get_linear, prune_ffn_width, prune_heads
 
@@ -89,10 +88,12 @@ def atomic_directory(output: Path) -> Iterator[Path]:
 
 def save_compressed(model: nn.Module, source_dir: Path, output: Path, manifest: dict[str, Any]) -> Path:
     """Write the artifact atomically. The source config is kept in the manifest; config.json is the
-    source's, or a stock config of the compressed shapes when the edits are uniform (`plain_config`)."""
+    source's, or a stock config of the compressed shapes when the edits are uniform and the family's
+    config can state them (its adapter's `plain_config`)."""
     source_config = read_config(source_dir)
-    layers = len(adapter_for_config(source_config).attention_sites(model))
-    plain = plain_config(source_config, manifest.get("structure", {}), layers)
+    adapter = adapter_for_config(source_config)
+    layers = len(adapter.attention_sites(model))
+    plain = adapter.plain_config(source_config, manifest.get("structure", {}), layers)
     with atomic_directory(output) as scratch:
         _copy_source_files(source_dir, scratch)
         if plain is not None:
@@ -136,4 +137,4 @@ def load_compressed(path: str | Path, device: str = "cpu") -> nn.Module:
         load_safetensors_into(model, str(directory / WEIGHTS), strict=True)
     except RuntimeError as error:
         raise ArtifactError(f"{directory / WEIGHTS} does not match the recorded structure: {error}") from error
-    return model.to(device).eval()
+    return adapter_for_config(config).attach(model.to(device).eval())

@@ -13,7 +13,7 @@ import transformers
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from infoprune_core.adapters import ModelAdapter, adapter_for
+from infoprune_core.adapters import ModelAdapter, adapter_for_config
 from infoprune_core.errors import SourceError
 
 
@@ -34,16 +34,6 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise SourceError(f"{directory / 'config.json'} has no model_type")
     return config
-
-
-def adapter_for_config(config: dict[str, Any]) -> ModelAdapter:
-    vision = config.get("vision_config")
-    vision_type = vision.get("model_type") if config["model_type"] == "llava" and isinstance(vision, dict) else None
-    text = config.get("text_config")
-    adapter = adapter_for(config["model_type"], vision_type)
-    if config["model_type"] == "llava" and isinstance(text, dict):
-        adapter_for(str(text.get("model_type")))  # the language model must be supported too
-    return adapter
 
 
 def model_class(config: dict[str, Any]) -> type[transformers.PreTrainedModel]:
@@ -92,16 +82,11 @@ def _tied(model: nn.Module, key: str) -> bool:
 
 
 def load_processor(directory: Path, adapter: ModelAdapter) -> Any:
-    loaders: dict[str, Any] = {
-        "text": transformers.AutoTokenizer,
-        "vision": transformers.AutoImageProcessor,
-        "vision_text": transformers.AutoProcessor,
-    }
     try:
-        return loaders[adapter.modality].from_pretrained(directory, local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        return adapter.load_processor(directory)
+    except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError) as error:
         raise SourceError(
-            f"cannot load the {adapter.modality} processor/tokenizer from {directory}: {error}"
+            f"cannot load the {adapter.modality} processor/tokenizer from {directory.name}: {error}"
         ) from error
 
 
@@ -147,5 +132,5 @@ def load_model(directory: Path, device: str = "cpu") -> LoadedModel:
     missing = [key for key in info["missing_keys"] if not _tied(model, key)]
     if missing:
         raise SourceError(f"the weights in {directory} lack {len(missing)} tensors, e.g. {missing[:3]}")
-    model.eval().to(torch.device(device))
+    adapter.attach(model.eval().to(torch.device(device)))
     return LoadedModel(model, adapter, load_processor(directory, adapter), config, directory)

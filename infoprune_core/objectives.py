@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+READER = "_infoprune_read_output"  # the attribute a loaded model carries its family's output reader in
 
-def model_output(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
+
+def logits_or_hidden(output: Any) -> tuple[torch.Tensor, bool]:
     """(logits, True) when the model has a head, else (last hidden state, False)."""
-    output = model(**batch)
     logits = getattr(output, "logits", None)
     if logits is not None:
         return logits.float(), True
     return output.last_hidden_state.float(), False
+
+
+def model_output(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
+    """The model's output as its family reads it (the reader its adapter attached when it was loaded)."""
+    read = getattr(model, READER, logits_or_hidden)
+    return read(model(**batch))
 
 
 def _token_weights(output: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:

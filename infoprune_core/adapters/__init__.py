@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, Part
 from infoprune_core.adapters.bert import BertAdapter
 from infoprune_core.adapters.clip import ClipVisionAdapter
 from infoprune_core.adapters.dinov2 import Dinov2VisionAdapter
 from infoprune_core.adapters.llama import LlamaAdapter
-from infoprune_core.adapters.llava import VISION_TOWER_TYPES, LlavaAdapter
+from infoprune_core.adapters.llava import LlavaAdapter
 from infoprune_core.adapters.phi3 import Phi3Adapter
 from infoprune_core.errors import UnsupportedModelError
 
@@ -22,19 +25,25 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(t for a in ADAPTERS for t in a.model_types))
 
 
-def adapter_for(model_type: str, vision_model_type: str | None = None) -> ModelAdapter:
-    """The adapter of a `model_type`; for LLaVA the vision tower's type must be supported too."""
+def adapter_class_for(model_type: str) -> type[ModelAdapter]:
     for adapter_class in ADAPTERS:
         if model_type in adapter_class.model_types:
-            if vision_model_type is not None and vision_model_type not in VISION_TOWER_TYPES:
-                raise UnsupportedModelError(
-                    f"LLaVA with a {vision_model_type!r} vision tower is not supported; supported towers: "
-                    + ", ".join(VISION_TOWER_TYPES)
-                )
-            return adapter_class()
+            return adapter_class
     raise UnsupportedModelError(
         f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
     )
+
+
+def adapter_for(model_type: str) -> ModelAdapter:
+    """The adapter of a `model_type`."""
+    return adapter_class_for(model_type)()
+
+
+def adapter_for_config(config: Mapping[str, Any]) -> ModelAdapter:
+    """The adapter of a config, once it has checked the parts the config holds (towers, language model)."""
+    adapter_class = adapter_class_for(str(config["model_type"]))
+    adapter_class.check(config)
+    return adapter_class()
 
 
 __all__ = [
@@ -45,4 +54,5 @@ __all__ = [
     "ModelAdapter",
     "Part",
     "adapter_for",
+    "adapter_for_config",
 ]

@@ -8,11 +8,16 @@ output for distillation. The pruning code only talks to adapters.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+import torch
+import transformers
 from torch import nn
+
+from infoprune_core.objectives import READER, logits_or_hidden
 
 Part = Literal["vision", "projector", "language"]
 Modality = Literal["text", "vision", "vision_text"]
@@ -80,10 +85,47 @@ class Stack:
 
 
 class ModelAdapter(ABC):
-    """Base of the per-family adapters. Subclasses list the `model_types` they handle."""
+    """Base of the per-family adapters. Subclasses list the `model_types` they handle.
+
+    Everything specific to a family lives in its adapter: where blocks, heads, KV groups and FFNs
+    are (`attention_sites`, `ffn_sites`, `stacks`), which module is the projector, how to check a
+    config (`check`), how to load the processor that turns samples into inputs (`load_processor`),
+    which text stands for an image in a prompt (`image_placeholder`), how to read the model's output
+    (`read_output`), and how to write a stock config for uniform results (`plain_config`).
+    """
 
     model_types: tuple[str, ...] = ()
     modality: Modality = "text"
+
+    @classmethod
+    def check(cls, config: Mapping[str, Any]) -> None:  # noqa: B027 (most families have nothing to check)
+        """Raise UnsupportedModelError when this family's config holds parts the adapter cannot handle."""
+
+    def load_processor(self, directory: Path) -> Any:
+        """The processor, image processor or tokenizer that turns this family's samples into inputs."""
+        loaders: dict[str, Any] = {
+            "text": transformers.AutoTokenizer,
+            "vision": transformers.AutoImageProcessor,
+            "vision_text": transformers.AutoProcessor,
+        }
+        return loaders[self.modality].from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+
+    def image_placeholder(self, processor: Any) -> str | None:
+        """The text a prompt's image token becomes (None: the text has no image token)."""
+        return getattr(processor, "image_token", None)
+
+    def read_output(self, output: Any) -> tuple[torch.Tensor, bool]:
+        """(logits, True) when the model has a head, else (last hidden state, False)."""
+        return logits_or_hidden(output)
+
+    def attach(self, model: nn.Module) -> nn.Module:
+        """Give a loaded model this family's output reader (what distillation and fidelity compare)."""
+        setattr(model, READER, self.read_output)
+        return model
+
+    def plain_config(self, config: dict[str, Any], structure: dict[str, Any], layers: int) -> dict[str, Any] | None:
+        """The source config rewritten for uniformly compressed shapes, or None (load_compressed only)."""
+        return None
 
     @abstractmethod
     def part_prefixes(self, model: nn.Module) -> dict[str, Part]:

@@ -10,13 +10,11 @@ so uniform results are stock configs.
 
 from __future__ import annotations
 
-from infoprune_core.adapters.base import StackAdapter
+from infoprune_core.adapters.decoder import DecoderAdapter
 
 
-class LlamaAdapter(StackAdapter):
+class LlamaAdapter(DecoderAdapter):
     model_types = ("llama", "qwen2", "mistral", "qwen3", "gemma", "gemma2", "gemma3_text")
-    modality = "text"
-    part = "language"
     projections = ("q_proj", "k_proj", "v_proj", "o_proj")
     ffn_inputs = ("gate_proj", "up_proj")
     ffn_output = "down_proj"

@@ -1,66 +1,45 @@
-"""LLaVA: a CLIP/SigLIP/DINOv2 vision tower, a projector and a LLaMA-family language model."""
+"""LLaVA: a CLIP/SigLIP/DINOv2 vision tower, a two-layer MLP projector and a LLaMA-like language model.
+
+The processor expands each `<image>` into the tower's patch tokens; the vision features may come from
+an inner layer (`vision_feature_layer`), in which case the last tower layers still run and count.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import nn
 
-from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, Part, StackAdapter
+from infoprune_core.adapters.base import StackAdapter
 from infoprune_core.adapters.clip import ClipVisionAdapter
+from infoprune_core.adapters.composite import CompositeAdapter, Tower, module_path, require
 from infoprune_core.adapters.dinov2 import Dinov2VisionAdapter
 from infoprune_core.adapters.llama import LlamaAdapter
-from infoprune_core.errors import UnsupportedModelError
 
 VISION_TOWERS: tuple[type[StackAdapter], ...] = (ClipVisionAdapter, Dinov2VisionAdapter)
 VISION_TOWER_TYPES: tuple[str, ...] = tuple(t for adapter in VISION_TOWERS for t in adapter.model_types)
 
 
 def vision_tower_adapter(model_type: str) -> StackAdapter:
-    """The adapter of a LLaVA vision tower's `model_type`."""
-    for adapter_class in VISION_TOWERS:
-        if model_type in adapter_class.model_types:
-            return adapter_class()
-    raise UnsupportedModelError(
-        f"LLaVA with a {model_type!r} vision tower is not supported; supported towers: {', '.join(VISION_TOWER_TYPES)}"
-    )
+    """The layer family of a vision tower's `model_type`."""
+    require("vision tower", model_type, VISION_TOWER_TYPES)
+    return next(adapter() for adapter in VISION_TOWERS if model_type in adapter.model_types)
 
 
-def _module_path(model: nn.Module, suffix: str) -> str:
-    """Shortest module path ending in `suffix` (e.g. "model.vision_tower")."""
-    names = [name for name, _ in model.named_modules() if name.split(".")[-1] == suffix]
-    if not names:
-        raise ValueError(f"LLaVA model has no module named {suffix!r}")
-    return min(names, key=len)
-
-
-class LlavaAdapter(ModelAdapter):
+class LlavaAdapter(CompositeAdapter):
     model_types = ("llava",)
-    modality = "vision_text"
+    projectors = ("multi_modal_projector",)
 
-    def _paths(self, model: nn.Module) -> tuple[str, str, str]:
-        return (
-            _module_path(model, "vision_tower"),
-            _module_path(model, "multi_modal_projector"),
-            _module_path(model, "language_model"),
-        )
+    @classmethod
+    def check(cls, config: Mapping[str, Any]) -> None:
+        require("vision tower", cls.sub_config(config, "vision_config").get("model_type"), VISION_TOWER_TYPES)
+        require("language model", cls.sub_config(config, "text_config").get("model_type"), LlamaAdapter.model_types)
 
-    def projector(self, model: nn.Module) -> str | None:
-        return self._paths(model)[1]
-
-    def part_prefixes(self, model: nn.Module) -> dict[str, Part]:
-        vision, projector, _ = self._paths(model)
-        # The language model, embeddings and lm_head are everything that is not vision or projector.
-        return {"": "language", vision: "vision", projector: "projector"}
-
-    def _sites(self, model: nn.Module) -> tuple[list[AttentionSite], list[FFNSite]]:
-        vision, _, language = self._paths(model)
-        tower = model.get_submodule(vision)
+    def towers(self, model: nn.Module) -> tuple[Tower, ...]:
+        tower = model.get_submodule(module_path(model, "vision_tower"))
         tower_type = str(getattr(getattr(tower, "config", None), "model_type", "clip_vision_model"))
-        vision_attention, vision_ffn = vision_tower_adapter(tower_type).sites_under(model, vision, "vision")
-        language_attention, language_ffn = LlamaAdapter().sites_under(model, language, "language")
-        return vision_attention + language_attention, vision_ffn + language_ffn
-
-    def attention_sites(self, model: nn.Module) -> list[AttentionSite]:
-        return self._sites(model)[0]
-
-    def ffn_sites(self, model: nn.Module) -> list[FFNSite]:
-        return self._sites(model)[1]
+        return (
+            Tower("vision_tower", "vision", vision_tower_adapter(tower_type)),
+            Tower("language_model", "language", LlamaAdapter()),
+        )

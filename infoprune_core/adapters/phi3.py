@@ -7,13 +7,11 @@ cutting a layer's heads gives that layer's attention module its own config copy 
 
 from __future__ import annotations
 
-from infoprune_core.adapters.base import StackAdapter
+from infoprune_core.adapters.decoder import DecoderAdapter
 
 
-class Phi3Adapter(StackAdapter):
+class Phi3Adapter(DecoderAdapter):
     model_types = ("phi3",)
-    modality = "text"
-    part = "language"
     projections = ("qkv_proj", "qkv_proj", "qkv_proj", "o_proj")
     ffn_inputs = ("gate_up_proj",)
     ffn_output = "down_proj"
