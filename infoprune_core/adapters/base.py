@@ -97,8 +97,8 @@ class ModelAdapter(ABC):
     model_types: tuple[str, ...] = ()
     modality: Modality = "text"
 
-    @classmethod
-    def check(cls, config: Mapping[str, Any]) -> None:  # noqa: B027 (most families have nothing to check)
+    @classmethod  # noqa: B027 (most families have nothing to check)
+    def check(cls, config: Mapping[str, Any]) -> None:
         """Raise UnsupportedModelError when this family's config holds parts the adapter cannot handle."""
 
     def load_processor(self, directory: Path) -> Any:
