@@ -14,7 +14,7 @@ def open_llama(path: Path, n_ctx: int, all_logits: bool = True, threads: int = 1
     """
     from llama_cpp import GGML_TYPE_F32, Llama
 
-    cache = {"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if all_logits else {}
+    cache = GGML_TYPE_F32 if all_logits else None  # None: llama.cpp's default (f16)
     return Llama(
         model_path=str(path),
         n_ctx=n_ctx,
@@ -23,6 +23,7 @@ def open_llama(path: Path, n_ctx: int, all_logits: bool = True, threads: int = 1
         n_threads=threads,
         n_threads_batch=threads,
         logits_all=all_logits,
+        type_k=cache,
+        type_v=cache,
         verbose=False,
-        **cache,
     )
