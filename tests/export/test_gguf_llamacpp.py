@@ -66,16 +66,34 @@ def test_uniform_results_keep_their_own_architecture(family: str, arch: str, art
     assert fields[f"{arch}.feed_forward_length"] == config["intermediate_size"] < 96
 
 
-def test_a_plain_folder_with_tied_embeddings_exports(tmp_path: Path) -> None:
+# Scaled RoPE with an original context of 8 tokens, so that the 20-token input reaches the scaled range.
+ROPES = {
+    "default": {"rope_type": "default", "rope_theta": 10000.0},
+    "linear": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
+    "llama3": {
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8,
+    },
+}
+
+
+@pytest.mark.parametrize("rope", sorted(ROPES))
+def test_a_plain_folder_with_tied_embeddings_and_scaled_rope_exports(rope: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(**DECODER, vocab_size=64, max_position_embeddings=128, tie_word_embeddings=True)
-    ).eval()
+    config = LlamaConfig(
+        **DECODER, vocab_size=64, max_position_embeddings=128, tie_word_embeddings=True, rope_parameters=ROPES[rope]
+    )
+    model = LlamaForCausalLM(config).eval()
     model.save_pretrained(tmp_path / "source")
     word_tokenizer().save_pretrained(tmp_path / "source")
     path = export_gguf(tmp_path / "source", tmp_path / "model.gguf", "f32")
     names = {tensor.name for tensor in GGUFReader(path).tensors}
     assert "token_embd.weight" in names and "output.weight" not in names  # llama.cpp reuses the embedding
+    assert ("rope_freqs.weight" in names) == (rope == "llama3")
     _assert_close(path, model, "f32")
 
 
