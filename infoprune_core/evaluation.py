@@ -147,14 +147,6 @@ def latency(model: nn.Module, batch: Batch, repeats: int, warmup: int = 2) -> di
     return {"median_ms": statistics.median(timings), "min_ms": min(timings), "repeats": repeats}
 
 
-def latency_batch(batches: Sequence[Batch], size: int) -> dict[str, torch.Tensor]:
-    """A batch of `size` rows made by repeating the rows of the first batch."""
-    first = batches[0]
-    rows = next(iter(first.values())).shape[0]
-    index = torch.arange(size) % rows
-    return {key: value[index] for key, value in first.items()}
-
-
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 

@@ -49,8 +49,8 @@ def hidden_mismatch(
     """Mean over blocks of ||s - t||^2 / ||t||^2 over the valid tokens."""
     losses = []
     for s, t in zip(student, teacher, strict=True):
-        valid = torch.ones(t.shape[:2], dtype=t.dtype, device=t.device)
-        if mask is not None and mask.shape == t.shape[:2]:
+        valid = torch.ones(t.shape[:-1], dtype=t.dtype, device=t.device)
+        if mask is not None and mask.shape == t.shape[:-1]:
             valid = mask.to(t.dtype)
         error = ((s.float() - t.float()).pow(2).sum(-1) * valid).sum()
         losses.append(error / ((t.float().pow(2).sum(-1) * valid).sum()).clamp_min(1e-12))
@@ -66,7 +66,10 @@ def trainable(model: nn.Module, which: str, projector: str | None) -> list[nn.Pa
         return list(model.get_submodule(projector).parameters())
     frozen: set[int] = set()
     for getter in ("get_input_embeddings", "get_output_embeddings"):
-        module = getattr(model, getter, lambda: None)()
+        try:
+            module = getattr(model, getter, lambda: None)()
+        except NotImplementedError:  # models of two towers have no single embedding
+            continue
         if isinstance(module, nn.Module):
             frozen.update(id(p) for p in module.parameters())
     return [p for p in model.parameters() if id(p) not in frozen]

@@ -18,7 +18,7 @@ from infoprune_core.calibration.samples import other_samples
 from infoprune_core.calibration.statistics import CalibrationStats, StatisticsCollector
 from infoprune_core.config import CompressionConfig
 from infoprune_core.errors import CalibrationError
-from infoprune_core.evaluation import latency, latency_batch
+from infoprune_core.evaluation import latency
 from infoprune_core.modeling import LoadedModel
 from infoprune_core.progress import ProgressCallback, ProgressEvent, Stage
 
@@ -114,10 +114,18 @@ class CalibrationData:
         return latency(model, self.timing_batch, config.latency_repeats)
 
 
+def make_encoder(loaded: LoadedModel, max_text_tokens: int) -> Encoder:
+    """The encoder of a loaded model, with its family's image placeholder."""
+    adapter = loaded.adapter
+    placeholder = adapter.image_placeholder(loaded.processor)
+    return Encoder(loaded.processor, adapter.modality, max_text_tokens, placeholder, adapter.images_per_prompt)
+
+
 def prepare_data(config: CompressionConfig, loaded: LoadedModel) -> CalibrationData:
-    encoder = Encoder(loaded.processor, loaded.adapter.modality, config.max_text_tokens)
+    encoder = make_encoder(loaded, config.max_text_tokens)
     calibration, held_out = prepare_samples(config, loaded)
     held_out_batches = encode_all(encoder, held_out, config.batch_size, config.device)
+    timing = [held_out[i % len(held_out)] for i in range(config.latency_batch)]
     source, other = other_samples(loaded.adapter.modality, config.held_out_samples)
     return CalibrationData(
         encoder=encoder,
@@ -125,7 +133,7 @@ def prepare_data(config: CompressionConfig, loaded: LoadedModel) -> CalibrationD
         held_out=held_out_batches,
         evaluation=read_samples(Path(config.eval_set)) if config.eval_set else [],
         flop_input=first_sample_input(encoder, calibration, config.device),
-        timing_batch=latency_batch(held_out_batches, config.latency_batch),
+        timing_batch=to_device(encoder.encode(timing), config.device),
         other=encode_all(encoder, other, config.batch_size, config.device),
         other_source=source,
     )

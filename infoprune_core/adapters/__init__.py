@@ -9,9 +9,13 @@ from infoprune_core.adapters.base import AttentionSite, FFNSite, ModelAdapter, P
 from infoprune_core.adapters.bert import BertAdapter
 from infoprune_core.adapters.clip import ClipVisionAdapter
 from infoprune_core.adapters.dinov2 import Dinov2VisionAdapter
+from infoprune_core.adapters.dual import DualEncoderAdapter
+from infoprune_core.adapters.idefics3 import Idefics3Adapter
 from infoprune_core.adapters.llama import LlamaAdapter
 from infoprune_core.adapters.llava import LlavaAdapter
+from infoprune_core.adapters.paligemma import Gemma3Adapter, PaliGemmaAdapter
 from infoprune_core.adapters.phi3 import Phi3Adapter
+from infoprune_core.adapters.qwen2_vl import Qwen2VLAdapter
 from infoprune_core.errors import UnsupportedModelError
 
 ADAPTERS: tuple[type[ModelAdapter], ...] = (
@@ -21,6 +25,11 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
     Dinov2VisionAdapter,
     BertAdapter,
     LlavaAdapter,
+    PaliGemmaAdapter,
+    Gemma3Adapter,
+    Idefics3Adapter,
+    Qwen2VLAdapter,
+    DualEncoderAdapter,
 )
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(t for a in ADAPTERS for t in a.model_types))
 

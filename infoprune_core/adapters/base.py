@@ -96,6 +96,7 @@ class ModelAdapter(ABC):
 
     model_types: tuple[str, ...] = ()
     modality: Modality = "text"
+    images_per_prompt: bool = False  # the processor takes one list of images per prompt
 
     @classmethod  # noqa: B027 (most families have nothing to check)
     def check(cls, config: Mapping[str, Any]) -> None:

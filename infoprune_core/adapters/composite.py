@@ -23,12 +23,17 @@ class Tower:
     layers: StackAdapter
 
 
-def module_path(model: nn.Module, suffix: str) -> str:
-    """Shortest module path whose last component is `suffix` (e.g. "model.vision_tower")."""
+def find_module_path(model: nn.Module, suffix: str) -> str | None:
+    """Shortest module path whose last component is `suffix` (e.g. "model.vision_tower"), if any."""
     names = [name for name, _ in model.named_modules() if name.split(".")[-1] == suffix]
-    if not names:
+    return min(names, key=len) if names else None
+
+
+def module_path(model: nn.Module, suffix: str) -> str:
+    found = find_module_path(model, suffix)
+    if found is None:
         raise ValueError(f"{type(model).__name__} has no module named {suffix!r}")
-    return min(names, key=len)
+    return found
 
 
 def require(kind: str, model_type: Any, supported: tuple[str, ...]) -> None:
@@ -40,7 +45,8 @@ def require(kind: str, model_type: Any, supported: tuple[str, ...]) -> None:
 
 class CompositeAdapter(ModelAdapter):
     """Subclasses list their `towers` in forward order and name their `projectors`; modules outside
-    every tower and projector (embeddings, output heads) belong to `rest`."""
+    every tower and projector (embeddings, output heads) belong to `rest`. A projector name a model
+    does not have is skipped (families differ in their heads)."""
 
     modality = "vision_text"
     projectors: tuple[str, ...] = ()
@@ -54,15 +60,19 @@ class CompositeAdapter(ModelAdapter):
         value = config.get(key)
         return value if isinstance(value, Mapping) else {}
 
+    def _projector_paths(self, model: nn.Module) -> list[str]:
+        return [path for name in self.projectors if (path := find_module_path(model, name)) is not None]
+
     def projector(self, model: nn.Module) -> str | None:
-        return module_path(model, self.projectors[0]) if self.projectors else None
+        paths = self._projector_paths(model)
+        return paths[0] if paths else None
 
     def part_prefixes(self, model: nn.Module) -> dict[str, Part]:
         prefixes: dict[str, Part] = {"": self.rest}
         for tower in self.towers(model):
             prefixes[module_path(model, tower.name)] = tower.part
-        for name in self.projectors:
-            prefixes[module_path(model, name)] = "projector"
+        for path in self._projector_paths(model):
+            prefixes[path] = "projector"
         return prefixes
 
     def _sites(self, model: nn.Module) -> tuple[list[AttentionSite], list[FFNSite]]:

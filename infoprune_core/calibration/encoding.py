@@ -14,12 +14,26 @@ from infoprune_core.errors import CalibrationError
 
 
 class Encoder:
-    """Turns samples into the keyword inputs of a model, with its own processor or tokenizer."""
+    """Turns samples into the keyword inputs of a model, with its own processor or tokenizer.
 
-    def __init__(self, processor: Any, modality: Modality, max_text_tokens: int) -> None:
+    A prompt's `<image>` becomes the family's `placeholder` (the processor's image token unless told
+    otherwise; a dual encoder's captions have none, so it is dropped there); some processors take the
+    images as one list per prompt (`images_per_prompt`).
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        modality: Modality,
+        max_text_tokens: int,
+        placeholder: str | None = DEMO_IMAGE_TOKEN,
+        images_per_prompt: bool = False,
+    ) -> None:
         self.processor = processor
+        self.images_per_prompt = images_per_prompt  # the processor wants a list of images per prompt
         self.modality = modality
         self.max_text_tokens = max_text_tokens
+        self.placeholder = getattr(processor, "image_token", None) if placeholder == DEMO_IMAGE_TOKEN else placeholder
         self.tokenizer = getattr(processor, "tokenizer", processor)
         if modality != "vision" and getattr(self.tokenizer, "pad_token", None) is None:
             eos = getattr(self.tokenizer, "eos_token", None)
@@ -39,18 +53,21 @@ class Encoder:
                     texts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
                 )
             )
-        images = [_open(s) for s in samples]
-        return dict(self.processor(images=images, text=texts, padding=True, return_tensors="pt"))
+        images: list[Any] = [_open(s) for s in samples]
+        if self.images_per_prompt:
+            images = [[image] for image in images]
+        inputs = dict(self.processor(images=images, text=texts, padding=True, return_tensors="pt"))
+        inputs.pop("labels", None)  # some processors add training labels; a forward pass here needs none
+        return inputs
 
     def _text(self, sample: Sample, with_answer: bool) -> str:
-        image_token = getattr(self.processor, "image_token", None)
         text = sample.text
         if text is None:
             if self.modality == "text":
                 raise CalibrationError("a text model needs samples with 'text'")
-            text = f"{image_token or DEMO_IMAGE_TOKEN} describe the image ."
-        if image_token and image_token != DEMO_IMAGE_TOKEN:
-            text = text.replace(DEMO_IMAGE_TOKEN, image_token)
+            text = f"{DEMO_IMAGE_TOKEN} describe the image ."
+        if self.modality == "vision_text" and self.placeholder != DEMO_IMAGE_TOKEN:
+            text = " ".join(text.replace(DEMO_IMAGE_TOKEN, self.placeholder or "").split())
         if with_answer:
             if sample.answer is None:
                 raise CalibrationError("evaluation samples need an 'answer' (or a 'label' for classifiers)")

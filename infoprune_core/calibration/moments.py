@@ -51,9 +51,9 @@ class InputMoments:
 
 
 def token_weights(stream: torch.Tensor, mask: torch.Tensor | None, relative: bool) -> torch.Tensor:
-    """Per-token weights [B, T] from the residual stream entering the block ([B, T, C])."""
+    """Per-token weights (stream.shape[:-1]) from the residual stream entering the block ([..., C])."""
     stream = stream.float()
-    valid = torch.ones(stream.shape[:2], dtype=stream.dtype) if mask is None else mask.to(stream.dtype)
+    valid = torch.ones(stream.shape[:-1], dtype=stream.dtype) if mask is None else mask.to(stream.dtype)
     valid = valid.to(stream.device)
     if not relative:
         return valid

@@ -62,7 +62,7 @@ def count_flops(model: nn.Module, sites: list[AttentionSite], inputs: Mapping[st
                 count.sequence[site.name] = sequence
                 count.attention_core[site.name] = count.attention_core.get(site.name, 0.0) + (
                     output.numel() // (sequence * module.out_features)
-                ) * attention_core_flops(sequence, module.out_features // site.head_dim, site.head_dim)
+                ) * attention_core_flops(sequence, site.num_heads, site.head_dim)
 
         return hook
 

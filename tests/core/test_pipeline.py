@@ -10,9 +10,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from infoprune_core import CompressionConfig, compress, load_compressed
-from infoprune_core.calibration import Encoder, read_samples
+from infoprune_core.calibration import read_samples
 from infoprune_core.heads import HEAD_METHODS
 from infoprune_core.modeling import load_model
+from infoprune_core.objectives import model_output
+from infoprune_core.run import make_encoder
 from tests.core.conftest import calibration_for
 from tests.core.tiny_models import FAMILIES, IMAGE_FAMILIES, save_with_processor
 
@@ -23,13 +25,12 @@ FAST = dict(
 
 def _outputs(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
     with torch.no_grad():
-        out = model(**inputs)
-    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+        return model_output(model, inputs)[0]
 
 
 def _inputs(directory: Path, calibration: str | None) -> dict:
     loaded = load_model(directory)
-    encoder = Encoder(loaded.processor, loaded.adapter.modality, 32)
+    encoder = make_encoder(loaded, 32)
     if calibration:
         samples = read_samples(Path(calibration))[:3]
     else:

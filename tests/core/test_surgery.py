@@ -11,9 +11,9 @@ from tests.core.tiny_models import FAMILIES, sample_inputs, tiny_bert, tiny_llam
 
 
 def _output(model, inputs):
+    """What the family's adapter reads as the model's output (logits, features or embeddings)."""
     with torch.no_grad():
-        out = model(**inputs)
-    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+        return adapter_for_config(model.config.to_dict()).read_output(model(**inputs))[0]
 
 
 def _kept_heads(site, layer: int) -> list[int]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     BertConfig,
     BertModel,
@@ -28,7 +28,6 @@ from transformers import (
     Phi3Config,
     Phi3ForCausalLM,
     PreTrainedModel,
-    PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -37,26 +36,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
-WORDS = (
-    "the a of and to in is it that for on with as was at by this be are from or an which one all shape color "
-    "red blue green circle square triangle left right what where answer describe image ."
-).split()
-IMAGE = 32
-
-
-def word_tokenizer(extra: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
-    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<s>", "</s>", *extra, *WORDS])}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>"} if extra else {},
-    )
-
+from tests.core import tiny_vlms
+from tests.core.tiny_tokens import IMAGE, WORDS, word_tokenizer
 
 # Shared by every tiny model; decoders use 6 query / 2 KV heads (GQA), encoders 4 heads.
 LAYOUT = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2)
@@ -143,8 +124,10 @@ FAMILIES: dict[str, Callable[[], PreTrainedModel]] = {
     "phi3": lambda: tiny_decoder("phi3"),
 }
 VISION_TYPES = ("clip_vision_model", "siglip_vision_model", "dinov2")
+
+FAMILIES.update(tiny_vlms.MULTIMODAL)
 # Families that calibrate on images (the others use the shipped text set).
-IMAGE_FAMILIES = ("clip", "siglip", "llava", "dinov2", "llava_dinov2")
+IMAGE_FAMILIES = ("clip", "siglip", "llava", "dinov2", "llava_dinov2", *tiny_vlms.MULTIMODAL)
 
 
 def save_with_processor(model: PreTrainedModel, directory: Path) -> Path:
@@ -164,6 +147,8 @@ def save_with_processor(model: PreTrainedModel, directory: Path) -> Path:
         processor.save_pretrained(directory)
     elif model_type in VISION_TYPES:
         image_processor.save_pretrained(directory)
+    elif model_type in MULTIMODAL_TYPES:
+        tiny_vlms.save_processor(model, directory)
     else:
         word_tokenizer().save_pretrained(directory)
     return directory
@@ -172,6 +157,8 @@ def save_with_processor(model: PreTrainedModel, directory: Path) -> Path:
 def sample_inputs(model: PreTrainedModel, batch: int = 2, length: int = 12) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     model_type = model.config.model_type
+    if model_type in MULTIMODAL_TYPES:
+        return _processed_inputs(model, batch)
     if model_type in VISION_TYPES:
         return {"pixel_values": torch.randn(batch, 3, IMAGE, IMAGE, generator=generator)}
     if model_type == "llava":
@@ -187,6 +174,30 @@ def sample_inputs(model: PreTrainedModel, batch: int = 2, length: int = 12) -> d
     mask = torch.ones_like(ids)
     mask[0, :3] = 0  # some left padding
     return {"input_ids": ids, "attention_mask": mask}
+
+
+MULTIMODAL_TYPES = ("clip", "siglip", "siglip2", "paligemma", "gemma3", "idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl")
+
+
+def _processed_inputs(model: PreTrainedModel, batch: int) -> dict[str, torch.Tensor]:
+    """Inputs the family's own processor makes from drawn shapes and prompts (varying lengths)."""
+    from infoprune_core.calibration import Encoder, Sample
+    from infoprune_core.modeling import adapter_for_config
+
+    adapter = adapter_for_config(model.config.to_dict())
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        tiny_vlms.save_processor(model, folder)
+        model.config.save_pretrained(folder)
+        processor = adapter.load_processor(folder)
+        samples = []
+        for index in range(batch):
+            tiny_vlms.shape_image(index).save(folder / f"{index}.png")
+            prompt = "<image> what color is the shape" + " ?" * (index + 1)
+            samples.append(Sample(text=prompt, image=folder / f"{index}.png"))
+        placeholder = adapter.image_placeholder(processor)
+        encoder = Encoder(processor, adapter.modality, 32, placeholder, adapter.images_per_prompt)
+        return encoder.encode(samples)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
