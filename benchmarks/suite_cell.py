@@ -30,14 +30,14 @@ from torch import nn
 
 from benchmarks.suite_targets import TARGETS, Target, timing_samples
 from infoprune_core import CompressionConfig, compress, load_compressed
-from infoprune_core.calibration import Encoder, default_samples, read_samples
+from infoprune_core.calibration import default_samples, read_samples
 from infoprune_core.errors import BudgetError, InfoPruneError
 from infoprune_core.evaluation import timed_forward
 from infoprune_core.modeling import LoadedModel, adapter_for_config, load_model, read_config
 from infoprune_core.pipeline import recovery_settings
 from infoprune_core.plan.flops import count_flops, parameter_count_by_part
 from infoprune_core.recovery import distill
-from infoprune_core.run import first_sample_input, prepare_data, prepare_samples, scope_stacks
+from infoprune_core.run import first_sample_input, make_encoder, prepare_data, prepare_samples, scope_stacks
 
 SCOPES = {"vision": ("vision",), "language": ("language",), "both": ("vision", "language")}
 # InfoPrune's pipeline: method name -> CompressionConfig fields that differ from the defaults. Head
@@ -190,7 +190,7 @@ def paired_latency(models: Mapping[str, nn.Module], batch: Mapping[str, torch.Te
 def measure(
     spec: CellSpec, config: CompressionConfig, target: Target, compressed: nn.Module, original: LoadedModel
 ) -> dict[str, Any]:
-    encoder = Encoder(original.processor, original.adapter.modality, config.max_text_tokens)
+    encoder = make_encoder(original, config.max_text_tokens)
     dtype = getattr(torch, spec.dtype)
     models = {"original": original.model.to(dtype).eval(), "compressed": compressed.to(dtype).eval()}
     samples = timing_samples(target)
