@@ -79,14 +79,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(compress)
     compress.add_argument("--output", "-o", type=Path, required=True, help="new directory for the artifact")
     compress.add_argument("--target-flops", type=float, help="fraction of the scope's FLOPs to keep, e.g. 0.5")
-    compress.add_argument("--head-keep-ratio", type=float, help="explicit: fraction of head FLOPs to keep")
-    compress.add_argument("--ffn-epsilon", type=float, help="explicit: KS/energy loss allowed per FFN matrix")
+    compress.add_argument("--head-keep-ratio", type=float, help="explicit: fraction of attention FLOPs to keep")
+    compress.add_argument("--ffn-epsilon", type=float, help="explicit: relative re-fit error each FFN may reach")
+    compress.add_argument(
+        "--shape",
+        choices=("free", "uniform"),
+        default=_default("shape"),
+        help="uniform: the same heads, KV groups and FFN width in every block (a stock config)",
+    )
+    compress.add_argument("--ridge", type=float, default=_default("ridge"), help="re-fit ridge strength")
+    compress.add_argument("--no-refit", action="store_true", help="cut without re-fitting what survives")
     compress.add_argument("--heads", choices=HEAD_METHODS, default=_default("heads"))
     compress.add_argument("--ffn", choices=FFN_METHODS, default=_default("ffn"))
     compress.add_argument("--eval", dest="eval_set", help="JSONL with answers/labels to measure accuracy")
     compress.add_argument("--gate-steps", type=int, default=_default("gate_steps"))
     compress.add_argument(
         "--recovery-steps", type=int, default=_default("recovery_steps"), help="distillation steps (0: none)"
+    )
+    compress.add_argument(
+        "--recovery-parameters",
+        choices=("all", "projector"),
+        default=_default("recovery_parameters"),
+        help="what recovery trains: all but the embeddings and output head, or a VLM's projector",
     )
     compress.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     compress.set_defaults(func=run_compress)
@@ -150,6 +164,10 @@ def run_compress(args: argparse.Namespace) -> int:
         eval_set=args.eval_set,
         gate_steps=args.gate_steps,
         recovery_steps=args.recovery_steps,
+        recovery_parameters=args.recovery_parameters,
+        shape=args.shape,
+        ridge=args.ridge,
+        reconstruct=not args.no_refit,
         measure_latency=not args.no_latency,
     )
     bar = ProgressBar()

@@ -34,6 +34,16 @@ def test_compress_prints_report_and_writes_json(model_dirs, tmp_path: Path, caps
     assert abs(report["flops"]["scope_ratio"] - 0.5) <= 0.02
 
 
+def test_method_options_reach_the_pipeline(model_dirs, tmp_path: Path) -> None:
+    options = ["--shape", "uniform", "--ridge", "0.3", "--no-refit", "--recovery-steps", "0", "--no-latency"]
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    arguments = ["compress", str(model_dirs["llama"]), "-o", str(out), "--target-flops", "0.6", *options]
+    assert main([*arguments, "--json", str(report)]) == 0
+    applied = json.loads(report.read_text())["config"]
+    assert (applied["shape"], applied["ridge"], applied["reconstruct"]) == ("uniform", 0.3, False)
+    assert json.loads((out / "infoprune.json").read_text())["plain_from_pretrained"] is True
+
+
 def test_profile_prints_scores(model_dirs, tmp_path: Path, capsys) -> None:
     assert main(["profile", str(model_dirs["bert"]), "--json", str(tmp_path / "p.json")]) == 0
     printed = capsys.readouterr().out
