@@ -59,3 +59,28 @@ def test_unreachable_and_error_bound() -> None:
     path = _path([0, 0.01, 0.05, 0.2])
     assert within_error(path, 0.06) == 2
     assert within_error(path, 0.0) == 0
+
+
+def test_uniform_plan_is_the_best_common_layout() -> None:
+    """Every block gets the same layout; of all common layouts that remove enough, the least total error."""
+    from infoprune_core.plan.budget import BlockPaths, Budget, plan_uniform
+    from infoprune_core.plan.types import AttentionShape
+
+    def block(head_errors: list[float], width_errors: list[float]) -> BlockPaths:
+        shapes = tuple(PathPoint(2.0 * i, e, AttentionShape(1, 3 - i)) for i, e in enumerate(head_errors))
+        widths = [PathPoint(1.0 * i, e, 8 - i) for i, e in enumerate(width_errors)]
+        return BlockPaths(list(shapes), widths, attention_flops=6.0, ffn_flops=8.0, attention_shapes=shapes)
+
+    paths = {"s.0": block([0, 0.1, 5.0], [0, 0.2, 0.4, 3.0]), "s.1": block([0, 1.0, 9.0], [0, 0.1, 0.2, 0.3])}
+    plan = plan_uniform(paths, {"s": ["s.0", "s.1"]}, Budget(scope_flops=40.0, target_flops_ratio=0.8))
+    chosen = {(b.attention, b.ffn_width) for b in plan.blocks.values()}
+    assert len(chosen) == 1
+    # 8 of the 40 FLOPs must go; brute force over the common layouts.
+    best = min(
+        (sum(p.attention_shapes[h].error + p.ffn[w].error for p in paths.values()), h, w)
+        for h in range(3)
+        for w in range(4)
+        if sum(p.attention_shapes[h].flops_removed + p.ffn[w].flops_removed for p in paths.values()) >= 8.0
+    )
+    assert plan.expected_error == pytest.approx(best[0])
+    assert plan.flops_removed >= 8.0
