@@ -14,7 +14,7 @@ PYTHON=${PYTHON:-python3}
 RESULTS=${1:-benchmarks/results/gpu}
 DTYPE=${DTYPE:-float16}
 BUDGETS=${BUDGETS:-"0.5 0.3"}
-METHODS=${METHODS:-"infoprune infoprune_free l1 taylor svd tp_magnitude"}
+METHODS=${METHODS:-"default gates_norefit flap l1 tp_magnitude"}
 export PYTHONUNBUFFERED=1
 
 "$PYTHON" - <<'EOF'
@@ -34,7 +34,7 @@ echo "targets: $TARGETS | dtype $DTYPE | budgets $BUDGETS | methods $METHODS"
 
 # shellcheck disable=SC2086  # word splitting of the lists is intended
 timeout 570 "$PYTHON" -m benchmarks.suite $TARGETS --device cuda --dtype "$DTYPE" --budgets $BUDGETS \
-    --methods $METHODS --scopes both language --repeats 20 --warmup 5 --gate-steps 150 \
+    --methods $METHODS --scopes both language --repeats 20 --warmup 5 --recovery off \
     --timeout 240 --results "$RESULTS" || echo "suite stopped early (time limit): saved cells are kept"
 "$PYTHON" -m benchmarks.suite $TARGETS --report --results "$RESULTS" >/dev/null
 echo "results in $RESULTS/suite"
