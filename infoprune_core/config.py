@@ -60,6 +60,9 @@ class CompressionConfig(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     threads: int = Field(default=1, ge=1, le=256)
     device: str = "cpu"
+    # Keep the weights on the CPU; each block visits `device` only while it is measured and cut (a
+    # model larger than the device's memory). Measurements then run on the CPU.
+    offload: bool = False
 
     @model_validator(mode="after")
     def _one_budget(self) -> CompressionConfig:
@@ -72,6 +75,8 @@ class CompressionConfig(BaseModel):
             raise ValueError("scope must name at least one of: vision, language")
         if len(set(self.scope)) != len(self.scope):
             raise ValueError("scope lists a part twice")
+        if self.offload and self.recovery_steps > 0:
+            raise ValueError("offload keeps the model on the CPU and recovery needs it on the device: recovery_steps=0")
         if self.shape == "uniform" and self.target_flops_ratio is None:
             raise ValueError("shape=uniform needs target_flops_ratio (the explicit knobs describe per-block cuts)")
         if self.shape == "uniform" and self.ffn not in ("auto", "width", "none"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ class EngineSettings:
     ffn_operator: str | None  # "width", a low-rank operator, or None to leave FFNs alone
     original_targets: bool = False  # re-fit toward the original model's activations, not the compressed ones
     uniform: bool = False  # measure every head layout of every block (for a uniform plan)
+    compute_device: str | None = None  # blocks visit it one at a time (the weights live on the CPU)
 
     @property
     def low_rank(self) -> bool:
@@ -88,6 +90,19 @@ def stack_inputs(
     return capture_inputs(model, blocks, batches, settings.storage_dtype, masked=stack.part == "language")
 
 
+@contextmanager
+def visiting(module: nn.Module, device: str | None) -> Iterator[nn.Module]:
+    """The block on the compute device while inside, back on the CPU after (no-op without a device)."""
+    if device is None:
+        yield module
+        return
+    module.to(device)
+    try:
+        yield module
+    finally:
+        module.to("cpu")
+
+
 def _relative(points: list[PathPoint], energy: float) -> list[PathPoint]:
     scale = 1.0 / max(energy, 1e-30)
     return [PathPoint(p.flops_removed, p.error * scale, p.shape) for p in points]
@@ -109,7 +124,8 @@ def measure_paths(
     for stack in stacks:
         stream = stack_inputs(model, stack, batches, settings)
         for block in stack.blocks:
-            stats = collect(model, block, stream, wanted, settings.relative_tokens, settings.storage_dtype)
+            with visiting(model.get_submodule(block.name), settings.compute_device):
+                stats = collect(model, block, stream, wanted, settings.relative_tokens, settings.storage_dtype)
             attention = ffn_path = None
             attention_flops = ffn_flops = 0.0
             shapes: tuple[PathPoint, ...] = ()
@@ -228,15 +244,18 @@ def walk(
         original_stream = originals.pop(stack.name, None)
         for block in stack.blocks:
             ticks[0](done, total)
-            module = model.get_submodule(block.name)
-            reference = None if original_stream is None else (copy.deepcopy(module), original_stream)
+            reference = None
+            if original_stream is not None:
+                reference = (copy.deepcopy(model.get_submodule(block.name)), original_stream)
             block_plan = plan.blocks.get(block.name, BlockPlan(block.name))
-            report.blocks[block.name] = _compress_block(
-                model, block, block_plan, stream, method, costs, settings, report, reference
-            )
-            advance(module, stream, settings.storage_dtype, block.name)
+            with visiting(model.get_submodule(block.name), settings.compute_device) as module:
+                report.blocks[block.name] = _compress_block(
+                    model, block, block_plan, stream, method, costs, settings, report, reference
+                )
+                advance(module, stream, settings.storage_dtype, block.name)
             if reference is not None:
-                advance(reference[0], reference[1], settings.storage_dtype, block.name)
+                with visiting(reference[0], settings.compute_device) as copied:
+                    advance(copied, reference[1], settings.storage_dtype, block.name)
             done += 1
             ticks[1](done, total)
     return report

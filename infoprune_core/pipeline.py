@@ -64,7 +64,13 @@ def engine_settings(config: CompressionConfig) -> engine.EngineSettings:
         ffn_operator=ffn_operator(config),
         original_targets=config.targets == "original",
         uniform=config.shape == "uniform",
+        compute_device=config.device if config.offload else None,
     )
+
+
+def home_device(config: CompressionConfig) -> str:
+    """Where the weights live: the device, or the CPU when blocks visit the device one at a time."""
+    return "cpu" if config.offload else config.device
 
 
 def ffn_operator(config: CompressionConfig) -> str | None:
@@ -100,7 +106,7 @@ def compress(
         directory = resolve_source(source, cache_dir or default_cache_dir())
         if (directory / MANIFEST).exists():
             raise SourceError(f"{source} is already an InfoPrune artifact; compress the original model instead")
-        loaded = load_model(directory, config.device)
+        loaded = load_model(directory, home_device(config))
         model, adapter = loaded.model, loaded.adapter
         data = prepare_data(config, loaded)
         stacks = scope_stacks(adapter, model, config.scope)
@@ -132,16 +138,17 @@ def compress(
     method = head_method(config.heads)
     with run.stage("pruning_heads", f"head criterion {config.heads}"):
         method.prepare(_scoring_context(config, model, data, stacks, costs, plan, run))
-    walk = engine.walk(
-        model,
-        stacks,
-        plan,
-        data.calibration,
-        method,
-        costs,
-        settings,
-        (run.ticker("pruning_heads", "block"), run.ticker("compressing_ffn", "block")),
-    )
+    with run.timed("walk"):  # its blocks report as pruning_heads, then compressing_ffn, in turn
+        walk = engine.walk(
+            model,
+            stacks,
+            plan,
+            data.calibration,
+            method,
+            costs,
+            settings,
+            (run.ticker("pruning_heads", "block"), run.ticker("compressing_ffn", "block")),
+        )
     with run.stage("evaluating", "measuring the compressed model"):
         after = measure(model, adapter, data, config, reference=before, timing=False)
     achieved = scope_total(after.flops, config.scope) / scope_before
@@ -315,7 +322,7 @@ def _latency_report(
         return {"measured": False}
     return {
         "measured": True,
-        "device": config.device,
+        "device": home_device(config),
         "threads": torch.get_num_threads(),
         "batch": data.describe_timing_batch(),
         "before": before,

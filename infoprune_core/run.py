@@ -49,10 +49,16 @@ class Run:
     @contextmanager
     def stage(self, stage: Stage, message: str = "") -> Iterator[None]:
         self.emit(stage, 0.0, message)
+        with self.timed(stage):
+            yield
+        self.emit(stage, 1.0, message)
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Add the block's wall time to `timings[name]` (a stage, or work that spans stages)."""
         start = time.perf_counter()
         yield
-        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
-        self.emit(stage, 1.0, message)
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
 
 def to_device(batch: Mapping[str, torch.Tensor], device: str) -> Batch:
@@ -124,17 +130,18 @@ def make_encoder(loaded: LoadedModel, max_text_tokens: int) -> Encoder:
 def prepare_data(config: CompressionConfig, loaded: LoadedModel) -> CalibrationData:
     encoder = make_encoder(loaded, config.max_text_tokens)
     calibration, held_out = prepare_samples(config, loaded)
-    held_out_batches = encode_all(encoder, held_out, config.batch_size, config.device)
+    device = "cpu" if config.offload else config.device  # where the model's weights live
+    held_out_batches = encode_all(encoder, held_out, config.batch_size, device)
     timing = [held_out[i % len(held_out)] for i in range(config.latency_batch)]
     source, other = other_samples(loaded.adapter.modality, config.held_out_samples)
     return CalibrationData(
         encoder=encoder,
-        calibration=encode_all(encoder, calibration, config.batch_size, config.device),
+        calibration=encode_all(encoder, calibration, config.batch_size, device),
         held_out=held_out_batches,
         evaluation=read_samples(Path(config.eval_set)) if config.eval_set else [],
-        flop_input=first_sample_input(encoder, calibration, config.device),
-        timing_batch=to_device(encoder.encode(timing), config.device),
-        other=encode_all(encoder, other, config.batch_size, config.device),
+        flop_input=first_sample_input(encoder, calibration, device),
+        timing_batch=to_device(encoder.encode(timing), device),
+        other=encode_all(encoder, other, config.batch_size, device),
         other_source=source,
     )
 

@@ -41,7 +41,8 @@ class BlockStatistics:
 
 def _moments(model: nn.Module, path: str, with_bias: bool, cross: bool = False) -> InputMoments:
     linear = get_linear(model, path)
-    return InputMoments(linear.in_features, with_bias and linear.bias is not None, cross=cross)
+    bias = with_bias and linear.bias is not None
+    return InputMoments(linear.in_features, bias, cross=cross, device=linear.weight.device)
 
 
 class _Originals:

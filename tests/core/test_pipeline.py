@@ -186,3 +186,16 @@ def test_uniform_shape_gives_every_block_of_a_part_the_same_layout(
         plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
         inputs = _inputs(model_dirs[family], None)
         torch.testing.assert_close(_outputs(plain, inputs), _outputs(load_compressed(tmp_path / "out"), inputs))
+
+
+def test_offload_walks_blocks_through_the_device_and_gives_the_same_model(model_dirs, tmp_path: Path) -> None:
+    """With offload the weights stay on the CPU and each block visits `device` while it is cut (here the
+    CPU too, the only device a test machine has): the same cut, the same weights."""
+    common = dict(target_flops_ratio=0.6, **{**FAST, "recovery_steps": 0})
+    compress(str(model_dirs["llama"]), tmp_path / "plain", CompressionConfig(**common))
+    compress(str(model_dirs["llama"]), tmp_path / "offload", CompressionConfig(offload=True, **common))
+    inputs = _inputs(model_dirs["llama"], None)
+    reference = _outputs(load_compressed(tmp_path / "plain"), inputs)
+    torch.testing.assert_close(_outputs(load_compressed(tmp_path / "offload"), inputs), reference)
+    with pytest.raises(ValueError, match="recovery_steps=0"):
+        CompressionConfig(target_flops_ratio=0.5, offload=True)
