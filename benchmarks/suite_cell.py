@@ -32,11 +32,12 @@ from benchmarks.suite_targets import TARGETS, Target, timing_samples
 from infoprune_core import CompressionConfig, compress, load_compressed
 from infoprune_core.calibration import default_samples, read_samples
 from infoprune_core.errors import BudgetError, InfoPruneError
-from infoprune_core.evaluation import timed_forward
+from infoprune_core.evaluation import fidelity, timed_forward
 from infoprune_core.modeling import LoadedModel, adapter_for_config, load_model, read_config
+from infoprune_core.objectives import teacher_outputs
 from infoprune_core.pipeline import recovery_settings
 from infoprune_core.plan.flops import count_flops, parameter_count_by_part
-from infoprune_core.recovery import distill
+from infoprune_core.recovery import recover_if_closer
 from infoprune_core.run import first_sample_input, make_encoder, prepare_data, prepare_samples, scope_stacks
 
 SCOPES = {"vision": ("vision",), "language": ("language",), "both": ("vision", "language")}
@@ -164,15 +165,21 @@ def compress_with_peer(
     if config.recovery_steps > 0:
         teacher = load_model(target.model_dir(), spec.device)
         blocks = [block.name for stack in scope_stacks(teacher.adapter, teacher.model, scope) for block in stack.blocks]
-        losses = distill(
+        targets = teacher_outputs(teacher.model, data.held_out)
+        recovered = recover_if_closer(
             model,
             teacher.model,
             data.calibration,
             recovery_settings(config),
             blocks,
-            teacher.adapter.projector(teacher.model),
+            distance=lambda m: float(fidelity(m, data.held_out, targets)["divergence"]),
+            projector=teacher.adapter.projector(teacher.model),
         )
-        details["recovery"] = {"steps": config.recovery_steps, "first_loss": losses[0], "last_loss": losses[-1]}
+        details["recovery"] = {
+            "steps": config.recovery_steps,
+            "kept": recovered.kept,
+            "last_loss": recovered.losses[-1],
+        }
     return model, details
 
 

@@ -18,7 +18,7 @@ from infoprune_core import engine
 from infoprune_core.artifacts import MANIFEST, content_hash, save_compressed
 from infoprune_core.config import CompressionConfig
 from infoprune_core.errors import BudgetError, SourceError
-from infoprune_core.evaluation import measure, with_total
+from infoprune_core.evaluation import fidelity, measure, with_total
 from infoprune_core.heads import head_method
 from infoprune_core.heads.base import ScoringContext
 from infoprune_core.heads.validation import validate_scores
@@ -26,7 +26,7 @@ from infoprune_core.modeling import load_model
 from infoprune_core.plan.budget import Budget, plan_for_budget, plan_uniform
 from infoprune_core.plan.types import CompressionPlan
 from infoprune_core.progress import ProgressCallback, no_progress
-from infoprune_core.recovery import RecoverySettings, distill
+from infoprune_core.recovery import RecoverySettings, recover_if_closer
 from infoprune_core.run import CalibrationData, Run, default_cache_dir, prepare_data, scope_stacks, scope_total
 from infoprune_core.sources import resolve_source
 
@@ -163,23 +163,30 @@ def compress(
     if config.recovery_steps > 0:
         with run.stage("recovering", "distillation from the original"):
             original = load_model(directory, config.device).model
-            losses = distill(
+            outcome = recover_if_closer(
                 model,
                 original,
                 data.calibration,
                 recovery_settings(config),
                 blocks=[block.name for block in engine.iter_blocks(stacks)],
+                distance=lambda m: float(fidelity(m, data.held_out, before.teachers)["divergence"]),
                 projector=adapter.projector(model),
                 on_step=run.ticker("recovering", "distillation step"),
             )
             del original
-            report["recovery"] = {"steps": config.recovery_steps, "first_loss": losses[0], "last_loss": losses[-1]}
         with run.stage("evaluating", "measuring the recovered model"):
             recovered = measure(model, adapter, data, config, reference=before, timing=False)
             quality["after_recovery"] = recovered.fidelity
             quality_other["after_recovery"] = recovered.fidelity_other
             if data.evaluation:
                 accuracy_after["after_recovery"] = recovered.accuracy
+        report["recovery"] = {
+            "steps": config.recovery_steps,
+            "first_loss": outcome.losses[0],
+            "last_loss": outcome.losses[-1],
+            "kept": outcome.kept,
+            "held_out_divergence": {"before": outcome.distance_before, "distilled": outcome.distance_after},
+        }
     with run.stage("evaluating", "latency of the compressed model"):
         latency_after = data.latency(model, config) if config.measure_latency else None
     report.update(

@@ -119,3 +119,36 @@ def distill(
     student.requires_grad_(False)
     student.eval()
     return losses
+
+
+@dataclass(frozen=True)
+class RecoveryOutcome:
+    losses: list[float]
+    kept: bool  # whether the distilled weights were kept (else the compressed ones were put back)
+    distance_before: float
+    distance_after: float
+
+
+def recover_if_closer(
+    student: nn.Module,
+    teacher: nn.Module,
+    batches: Sequence[Batch],
+    settings: RecoverySettings,
+    blocks: Sequence[str],
+    distance: Callable[[nn.Module], float],
+    projector: str | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> RecoveryOutcome:
+    """Distil, then keep the distilled weights only if they are closer to the original by `distance`
+    (held-out data): on a small set, distillation can move a model that was already close away from
+    the original, since Adam's steps do not shrink with the gradient."""
+    before = distance(student)
+    saved = {name: parameter.detach().clone() for name, parameter in student.named_parameters()}
+    losses = distill(student, teacher, batches, settings, blocks, projector, on_step)
+    after = distance(student)
+    kept = after <= before
+    if not kept:
+        with torch.no_grad():
+            for name, parameter in student.named_parameters():
+                parameter.copy_(saved[name])
+    return RecoveryOutcome(losses, kept, before, after)

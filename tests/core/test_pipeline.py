@@ -199,3 +199,19 @@ def test_offload_walks_blocks_through_the_device_and_gives_the_same_model(model_
     torch.testing.assert_close(_outputs(load_compressed(tmp_path / "offload"), inputs), reference)
     with pytest.raises(ValueError, match="recovery_steps=0"):
         CompressionConfig(target_flops_ratio=0.5, offload=True)
+
+
+def test_recovery_that_moves_the_model_away_is_rolled_back(model_dirs, tmp_path: Path) -> None:
+    """A learning rate far too high wrecks the distillation; the artifact keeps the compressed weights."""
+    common = dict(target_flops_ratio=0.6, **{**FAST, "recovery_steps": 0})
+    compress(str(model_dirs["llama"]), tmp_path / "none", CompressionConfig(**common))
+    wild = CompressionConfig(**{**common, "recovery_steps": 3, "recovery_learning_rate": 0.5})
+    report = compress(str(model_dirs["llama"]), tmp_path / "wild", wild).report
+    assert report["recovery"]["kept"] is False
+    divergence = report["recovery"]["held_out_divergence"]
+    assert divergence["distilled"] > divergence["before"] == report["fidelity"]["after_compression"]["divergence"]
+    assert report["fidelity"]["after_recovery"] == report["fidelity"]["after_compression"], "the artifact's"
+    inputs = _inputs(model_dirs["llama"], None)
+    torch.testing.assert_close(
+        _outputs(load_compressed(tmp_path / "wild"), inputs), _outputs(load_compressed(tmp_path / "none"), inputs)
+    )
