@@ -3,8 +3,9 @@
 Cells of the same (scope, budget, method, recovery) over several calibration seeds are aggregated to a
 mean and a standard deviation. A verdict compares InfoPrune's default with the best other method at
 the same budget and recovery: the margin, the noise (the standard deviation of the difference over
-seeds), and "win", "tie" (the margin within the noise) or "loss"; with one seed the noise is unknown
-and the verdict says so.
+seeds, plus for an accuracy the binomial sampling error of its questions), and "win", "tie" (the
+margin within twice the noise, about a 95% interval) or "loss"; with one seed and no sampling error the noise is unknown and the
+verdict says so.
 """
 
 from __future__ import annotations
@@ -102,15 +103,25 @@ def verdicts(rows: list[dict[str, Any]], target: Target) -> list[dict[str, Any]]
         if ours is not None and best is not None:
             assert ours.mean is not None and best.mean is not None
             margin = sign * (ours.mean - best.mean)
-            noise = (ours.std**2 + best.std**2) ** 0.5 if ours.std is not None and best.std is not None else None
+            noise = _noise(ours, best, target)
             verdict["margin"] = margin
             verdict["noise"] = noise
             if noise is None:
                 verdict["outcome"] = ("win" if margin > 0 else "tie" if margin == 0 else "loss") + " (one seed)"
             else:
-                verdict["outcome"] = "tie" if abs(margin) <= noise else ("win" if margin > 0 else "loss")
+                verdict["outcome"] = "tie" if abs(margin) <= 2 * noise else ("win" if margin > 0 else "loss")
         out.append(verdict)
     return out
+
+
+def _noise(ours: Aggregate, other: Aggregate, target: Target) -> float | None:
+    """Standard deviation of the difference: over seeds, plus an accuracy's sampling error."""
+    variance = 0.0 if ours.std is None or other.std is None else ours.std**2 + other.std**2
+    if target.questions:
+        variance += sum(a.mean * (1 - a.mean) / target.questions for a in (ours, other) if a.mean is not None)
+    elif ours.std is None or other.std is None:
+        return None
+    return variance**0.5
 
 
 def markdown_table(header: list[str], body: list[list[Any]]) -> str:

@@ -35,6 +35,7 @@ class Target:
     metric: str  # the headline quality metric
     higher_is_better: bool
     make_evaluator: Callable[[], Evaluate]
+    questions: int | None = None  # an accuracy's number of questions (its sampling noise), else None
 
 
 def _demo_model() -> Path:
@@ -120,6 +121,7 @@ TARGETS: dict[str, Target] = {
             "accuracy",
             True,
             _accuracy_on(_demo_eval),
+            questions=400,
         ),
         Target(
             "vqa-vlm",
@@ -131,6 +133,7 @@ TARGETS: dict[str, Target] = {
             "accuracy",
             True,
             _accuracy_on(_built("vqa-vlm", "eval.jsonl"), limit=300),
+            questions=300,
         ),
         Target(
             "minilm",

@@ -74,9 +74,12 @@ def test_report_writes_tables_plots_and_verdicts(demo_cells: list[dict], tmp_pat
     folder = tmp_path / "suite"
     assert (folder / "demo_pareto.png").stat().st_size > 0 and (folder / "demo_speedup.png").stat().st_size > 0
     (verdict,) = json.loads((folder / "demo.json").read_text())["verdicts"]
-    # default ties l1 (same accuracy, one seed) and beats random.
-    assert verdict["outcome"] == "tie (one seed)" and verdict["best_other"][0] == "l1"
-    assert verdicts([*rows[:3], cell("default", 0.0)], TARGETS["demo"])[0]["outcome"] == "loss (one seed)"
+    # default ties l1 (same accuracy) and beats random; one seed, but the 400 questions' sampling error is known.
+    assert verdict["outcome"] == "tie" and verdict["best_other"][0] == "l1"
+    assert verdicts([*rows[:3], cell("default", 0.0)], TARGETS["demo"])[0]["outcome"] == "loss"
+    # Two questions of 400 apart is within the sampling error: a tie, not a loss.
+    close = [cell("default", 0.9925), cell("l1", 0.9975)]
+    assert verdicts(close, TARGETS["demo"])[0]["outcome"] == "tie"
     # Over seeds, a margin inside the seeds' spread is a tie, one outside it a win.
     noisy = [cell("default", v, s) for v, s in ((0.90, 1), (0.94, 2))] + [
         cell("l1", v, s) for v, s in ((0.91, 1), (0.92, 2))
@@ -86,7 +89,7 @@ def test_report_writes_tables_plots_and_verdicts(demo_cells: list[dict], tmp_pat
         cell("l1", v, s) for v, s in ((0.80, 1), (0.81, 2))
     ]
     (won,) = verdicts(clear, TARGETS["demo"])
-    assert won["outcome"] == "win" and won["margin"] == pytest.approx(0.15) and won["noise"] < 0.02
+    assert won["outcome"] == "win" and won["margin"] == pytest.approx(0.15) and won["noise"] < 0.03
 
 
 def test_reference_text_is_real_prose_in_a_fixed_order() -> None:
