@@ -4,8 +4,8 @@ Cells of the same (scope, budget, method, recovery) over several calibration see
 mean and a standard deviation. A verdict compares InfoPrune's default with the best other method at
 the same budget and recovery: the margin, the noise (the standard deviation of the difference over
 seeds, plus for an accuracy the binomial sampling error of its questions), and "win", "tie" (the
-margin within twice the noise, about a 95% interval) or "loss"; with one seed and no sampling error the noise is unknown and the
-verdict says so.
+margin within twice the noise, about a 95% interval) or "loss"; with one seed and no sampling error
+the noise is unknown and the verdict says so.
 """
 
 from __future__ import annotations

@@ -277,4 +277,3 @@ def _emit(args: argparse.Namespace, job: JobOut) -> None:
 def _downloaded(args: argparse.Namespace, files: Iterable[Path]) -> None:
     paths = [str(p) for p in files]
     print(json.dumps(paths) if args.json else "\n".join(paths))
-
