@@ -87,7 +87,7 @@ def stack_inputs(
     model: nn.Module, stack: Stack, batches: Sequence[Batch], settings: EngineSettings
 ) -> list[BlockBatch]:
     blocks = [(block.name, model.get_submodule(block.name)) for block in stack.blocks]
-    return capture_inputs(model, blocks, batches, settings.storage_dtype, masked=stack.part == "language")
+    return capture_inputs(model, blocks, batches, settings.storage_dtype, masked=stack.masked)
 
 
 @contextmanager
@@ -105,7 +105,7 @@ def visiting(module: nn.Module, device: str | None) -> Iterator[nn.Module]:
 
 def _relative(points: list[PathPoint], energy: float) -> list[PathPoint]:
     scale = 1.0 / max(energy, 1e-30)
-    return [PathPoint(p.flops_removed, p.error * scale, p.shape) for p in points]
+    return [PathPoint(p.flops_removed, p.error * scale, p.shape, p.core_removed) for p in points]
 
 
 def measure_paths(

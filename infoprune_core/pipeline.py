@@ -87,8 +87,10 @@ def recovery_settings(config: CompressionConfig) -> RecoverySettings:
     )
 
 
-def _budget(config: CompressionConfig, scope_flops: float) -> Budget:
-    return Budget(scope_flops, config.target_flops_ratio, config.head_keep_ratio, config.ffn_epsilon)
+def _budget(config: CompressionConfig, scope_flops: float, scope_linear_flops: float) -> Budget:
+    return Budget(
+        scope_flops, config.target_flops_ratio, config.head_keep_ratio, config.ffn_epsilon, scope_linear_flops
+    )
 
 
 def compress(
@@ -117,6 +119,7 @@ def compress(
     with run.stage("evaluating", "measuring the original model"):
         before = measure(model, adapter, data, config, reference=None)
     scope_before = scope_total(before.flops, config.scope)
+    linear_before = scope_total(before.counts.by_part(adapter, model, core=False), config.scope)
     report: dict[str, Any] = {
         "model": {"source": source, "model_type": loaded.config["model_type"], "architecture": type(model).__name__},
         "input": data.describe_flop_input(),
@@ -130,7 +133,7 @@ def compress(
             report["score_validation"] = validate_scores(loaded, stacks, data, run)
     with run.stage("profiling", "measuring each block's removal paths"):
         paths = engine.measure_paths(model, stacks, data.calibration, costs, settings, run.ticker("profiling", "block"))
-        budget = _budget(config, scope_before)
+        budget = _budget(config, scope_before, linear_before)
         if config.shape == "uniform":
             plan = plan_uniform(paths, {s.name: [b.name for b in s.blocks] for s in stacks}, budget)
         else:
@@ -152,6 +155,7 @@ def compress(
     with run.stage("evaluating", "measuring the compressed model"):
         after = measure(model, adapter, data, config, reference=before, timing=False)
     achieved = scope_total(after.flops, config.scope) / scope_before
+    achieved_linear = scope_total(after.counts.by_part(adapter, model, core=False), config.scope) / linear_before
     if config.target_flops_ratio is not None and achieved > config.target_flops_ratio + BUDGET_TOLERANCE:
         raise BudgetError(
             f"the budget {config.target_flops_ratio:.2f} cannot be met: the closest reachable is {achieved:.3f} "
@@ -196,6 +200,7 @@ def compress(
                 "before": with_total(before.flops),
                 "after": with_total(after.flops),
                 "scope_ratio": achieved,
+                "scope_ratio_linears": achieved_linear,  # linears and convolutions alone
                 "target_scope_ratio": config.target_flops_ratio,
             },
             "latency": _latency_report(config, before.latency, latency_after, data),

@@ -82,6 +82,7 @@ class Stack:
     name: str  # module path of the nn.ModuleList
     part: Part
     blocks: tuple[Block, ...]
+    masked: bool = False  # its tokens carry a padding mask (text), which statistics respect
 
 
 class ModelAdapter(ABC):
@@ -97,6 +98,7 @@ class ModelAdapter(ABC):
     model_types: tuple[str, ...] = ()
     modality: Modality = "text"
     images_per_prompt: bool = False  # the processor takes one list of images per prompt
+    masked_parts: tuple[Part, ...] = ("language",)  # parts whose tokens carry a padding mask
 
     @classmethod  # noqa: B027 (most families have nothing to check)
     def check(cls, config: Mapping[str, Any]) -> None:
@@ -158,7 +160,12 @@ class ModelAdapter(ABC):
         for name, entry in layers.items():
             stacks.setdefault(name.rpartition(".")[0], []).append(Block(name=name, **entry))
         return [
-            Stack(name=path, part=blocks[0].part, blocks=tuple(sorted(blocks, key=_layer_index)))
+            Stack(
+                name=path,
+                part=blocks[0].part,
+                blocks=tuple(sorted(blocks, key=_layer_index)),
+                masked=blocks[0].part in self.masked_parts,
+            )
             for path, blocks in stacks.items()
         ]
 

@@ -41,13 +41,13 @@ def attention_shape_points(
     model: nn.Module, site: AttentionSite, moments: InputMoments, cost: AttentionCost, ridge: float
 ) -> tuple[PathPoint, ...]:
     """Every GQA-valid head layout of the block with the re-fit error of reaching it (for uniform plans)."""
-    full = cost.flops(site.num_heads, site.num_kv_heads)
+    full, full_core = cost.flops(site.num_heads, site.num_kv_heads), cost.core(site.num_heads)
     points = []
     for groups in range(1, site.num_kv_heads + 1):
         for per_group in range(1, site.group_size + 1):
             removal = head_removal(model, site, moments, cost, ridge)
             removal.reach(AttentionShape(groups, per_group))
-            points.append(PathPoint(full - removal.flops(), removal.path.error, removal.shape))
+            points.append(removal.point(full, full_core))
     return tuple(points)
 
 

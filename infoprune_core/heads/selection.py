@@ -94,13 +94,18 @@ class HeadRemoval:
         groups = sum(1 for members in self.groups.values() if any(h not in heads for h in members))
         return self.cost.flops(query, groups)
 
+    def point(self, start: float, start_core: float) -> PathPoint:
+        """Where the removal stands: FLOPs removed since `start`, error, shape."""
+        core = start_core - self.cost.core(self.shape.query_heads)
+        return PathPoint(start - self.flops(), self.path.error, self.shape, core)
+
     def path_points(self) -> list[PathPoint]:
         """Remove units down to the floor; every point's FLOPs removed, cumulative error and shape."""
-        start = self.flops()
-        points = [PathPoint(0.0, 0.0, self.shape)]
+        start, start_core = self.flops(), self.cost.core(self.shape.query_heads)
+        points = [self.point(start, start_core)]
         while (unit := self._next(None)) is not None:
             self.remove(unit)
-            points.append(PathPoint(start - self.flops(), self.path.error, self.shape))
+            points.append(self.point(start, start_core))
         return points
 
     def reach(self, target: AttentionShape) -> list[int]:

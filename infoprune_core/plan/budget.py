@@ -30,12 +30,18 @@ class BlockPaths:
 
 @dataclass(frozen=True)
 class Budget:
-    """FLOPs the scope must lose, or the explicit knobs."""
+    """FLOPs the scope must lose, or the explicit knobs.
+
+    A FLOP target is met in two counts: all FLOPs (attention products included), and those of the
+    linears and convolutions alone (`scope_linear_flops`), which is what torch's own counter reports
+    for a CPU model whose attention runs through scaled_dot_product_attention.
+    """
 
     scope_flops: float
     target_flops_ratio: float | None = None
     head_keep_ratio: float | None = None  # fraction of the attention FLOPs in scope to keep
     ffn_epsilon: float | None = None  # relative re-fit error each FFN may reach
+    scope_linear_flops: float | None = None  # the scope's FLOPs without attention products
 
 
 def plan_for_budget(paths: Mapping[str, BlockPaths], budget: Budget) -> CompressionPlan:
@@ -53,8 +59,7 @@ def plan_for_budget(paths: Mapping[str, BlockPaths], budget: Budget) -> Compress
             block.attention_flops * (block.attention is not None) + block.ffn_flops * (block.ffn is not None)
             for block in paths.values()
         )
-        removal = (1 - budget.target_flops_ratio) * budget.scope_flops
-        choice = dict(enumerate(_allocate(curves, removal, budget, budget.scope_flops - compressible)))
+        choice = dict(enumerate(_allocate_target(curves, budget, budget.scope_flops - compressible)))
     else:
         if budget.head_keep_ratio is not None:
             attention = [i for i, (_, half, _) in enumerate(curves) if half == "attention"]
@@ -77,19 +82,42 @@ def plan_for_budget(paths: Mapping[str, BlockPaths], budget: Budget) -> Compress
             current = replace(current, ffn_width=point.shape)
         plan.blocks[name] = current
         plan.flops_removed += point.flops_removed
+        plan.core_removed += point.core_removed
         plan.expected_error += point.error
     return plan
+
+
+LINEAR_SLACK = 0.002  # how far above the target the linears-only ratio may land
+
+
+def _allocate_target(curves: list[tuple[str, str, list[PathPoint]]], budget: Budget, fixed: float) -> list[int]:
+    """Allocate the target's FLOPs; while the linears-only ratio stays above the target, ask for more (as
+    far as the blocks go: a model that spends most of its FLOPs in attention products may not get there)."""
+    assert budget.target_flops_ratio is not None
+    target = budget.target_flops_ratio
+    most = sum(path[-1].flops_removed for _, _, path in curves)
+    removal = (1 - target) * budget.scope_flops
+    choice = _allocate(curves, removal, budget, fixed)
+    while budget.scope_linear_flops is not None and removal < most:
+        points = [path[i] for (_, _, path), i in zip(curves, choice, strict=True)]
+        linear = sum(p.flops_removed - p.core_removed for p in points)
+        excess = (1 - linear / budget.scope_linear_flops) - target
+        if excess <= LINEAR_SLACK:
+            break
+        removal = min(most, removal + excess * budget.scope_linear_flops)
+        choice = _allocate(curves, removal, budget, fixed)
+    return choice
 
 
 def _allocate(curves: list[tuple[str, str, list[PathPoint]]], flops: float, budget: Budget, fixed: float) -> list[int]:
     try:
         return allocate([path for _, _, path in curves], flops)
     except ValueError:
-        reachable = sum(path[-1].flops_removed for _, _, path in curves) / budget.scope_flops
+        reachable = 1 - sum(path[-1].flops_removed for _, _, path in curves) / budget.scope_flops
         raise BudgetError(
             f"the budget cannot be met: parts that are not compressed already cost {fixed / budget.scope_flops:.3f} "
-            f"of the scope's FLOPs and the blocks can lose at most {reachable:.3f} (every block keeps one query "
-            f"head per KV group it keeps and some FFN channels), so the closest reachable is {1 - reachable:.3f}"
+            "of the scope's FLOPs and every block keeps one query head per KV group it keeps and some FFN "
+            f"channels, so the closest reachable is {reachable:.3f}"
         ) from None
 
 
@@ -106,9 +134,8 @@ def plan_uniform(
     compressible = sum(
         b.attention_flops * (b.attention is not None) + b.ffn_flops * (b.ffn is not None) for b in paths.values()
     )
-    removal = (1 - budget.target_flops_ratio) * budget.scope_flops
     curves = [(stack, "uniform", path) for stack, path in zip(stacks, options, strict=True)]
-    choice = _allocate(curves, removal, budget, budget.scope_flops - compressible)
+    choice = _allocate_target(curves, budget, budget.scope_flops - compressible)
     plan = CompressionPlan()
     for blocks, path, index in zip(stacks.values(), options, choice, strict=True):
         point = path[index]
@@ -116,6 +143,7 @@ def plan_uniform(
         for name in blocks:
             plan.blocks[name] = BlockPlan(name, point.shape.attention, point.shape.ffn_width)
         plan.flops_removed += point.flops_removed
+        plan.core_removed += point.core_removed
         plan.expected_error += point.error
     return plan
 
@@ -133,11 +161,11 @@ def _uniform_options(blocks: Sequence[BlockPaths]) -> list[PathPoint]:
     points = []
     for head in attention:
         for width in widths:
-            flops = error = 0.0
+            flops = error = core = 0.0
             for block in blocks:
                 if head is not None:
                     own = next(p for p in block.attention_shapes if p.shape == head.shape)
-                    flops, error = flops + own.flops_removed, error + own.error
+                    flops, error, core = flops + own.flops_removed, error + own.error, core + own.core_removed
                 if width is not None:
                     own = next(p for p in block.ffn or () if p.shape == width.shape)
                     flops, error = flops + own.flops_removed, error + own.error
@@ -145,7 +173,7 @@ def _uniform_options(blocks: Sequence[BlockPaths]) -> list[PathPoint]:
                 None if head is None else head.shape,  # type: ignore[arg-type]
                 None if width is None else width.shape,  # type: ignore[arg-type]
             )
-            points.append(PathPoint(flops, error, shape))
+            points.append(PathPoint(flops, error, shape, core))
     # Keep the points no other beats (as many FLOPs removed or more at no more error), FLOPs ascending.
     points.sort(key=lambda p: (-p.flops_removed, p.error))
     frontier: list[PathPoint] = []

@@ -7,6 +7,7 @@ counts let the planner predict the FLOPs of a candidate structure without runnin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -27,9 +28,11 @@ class FlopCount:
     tokens: dict[str, int] = field(default_factory=dict)  # tokens reaching each linear
     sequence: dict[str, int] = field(default_factory=dict)  # sequence length at each attention site
 
-    def by_part(self, adapter: ModelAdapter, model: nn.Module) -> dict[str, float]:
+    def by_part(self, adapter: ModelAdapter, model: nn.Module, core: bool = True) -> dict[str, float]:
+        """FLOPs per part; without `core`, linears and convolutions only (what torch's own counter
+        counts of a CPU model whose attention runs through scaled_dot_product_attention)."""
         totals = dict.fromkeys(PARTS, 0.0)
-        for name, flops in (*self.modules.items(), *self.attention_core.items()):
+        for name, flops in (*self.modules.items(), *(self.attention_core.items() if core else ())):
             totals[adapter.part_of(model, name)] += flops
         return totals
 
@@ -67,8 +70,8 @@ def count_flops(model: nn.Module, sites: list[AttentionSite], inputs: Mapping[st
         return hook
 
     def on_conv(name: str):
-        def hook(module: nn.Conv2d, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        def hook(module: nn.Conv2d | nn.Conv3d, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            kernel = math.prod(module.kernel_size) * module.in_channels // module.groups
             count.modules[name] = count.modules.get(name, 0.0) + 2.0 * output.numel() * kernel
 
         return hook
@@ -76,8 +79,10 @@ def count_flops(model: nn.Module, sites: list[AttentionSite], inputs: Mapping[st
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(on_linear(name)))
-        elif isinstance(module, nn.Conv2d):
+        elif isinstance(module, nn.Conv2d | nn.Conv3d):
             handles.append(module.register_forward_hook(on_conv(name)))
+        elif isinstance(module, nn.MultiheadAttention):  # its input projection is a parameter, not a Linear
+            handles.append(module.register_forward_hook(_on_multihead(count, name), with_kwargs=True))
     try:
         with torch.no_grad():
             model(**inputs)
@@ -85,6 +90,22 @@ def count_flops(model: nn.Module, sites: list[AttentionSite], inputs: Mapping[st
         for handle in handles:
             handle.remove()
     return count
+
+
+def _on_multihead(count: FlopCount, name: str):
+    """nn.MultiheadAttention's projections and products (its forward never calls out_proj as a module)."""
+
+    def hook(module: nn.MultiheadAttention, args: tuple, kwargs: dict, output: object) -> None:
+        query, key = (*args, None, None)[:2]
+        query, key = kwargs.get("query", query), kwargs.get("key", key)
+        width = module.embed_dim
+        batch = query.shape[0] if module.batch_first else query.shape[1]
+        q_len, k_len = query.numel() // (batch * width), key.numel() // (batch * module.kdim)
+        projection = 2.0 * batch * width * (2 * q_len * width + k_len * (module.kdim + module.vdim))
+        core = 4.0 * batch * q_len * k_len * width
+        count.modules[name] = count.modules.get(name, 0.0) + projection + core
+
+    return hook
 
 
 def parameter_count_by_part(model: nn.Module, adapter: ModelAdapter) -> dict[str, int]:
@@ -110,8 +131,12 @@ class AttentionCost:
     def flops(self, query_heads: int, kv_heads: int) -> float:
         """q and o for the query heads, k and v for the KV heads, QK^T and AV for the query heads."""
         projections = 2.0 * self.tokens * self.hidden * self.head_dim * (2 * query_heads + 2 * kv_heads)
+        return projections + self.core(query_heads)
+
+    def core(self, query_heads: int) -> float:
+        """QK^T and AV of the query heads."""
         rows = self.tokens // max(self.sequence, 1)
-        return projections + rows * attention_core_flops(self.sequence, query_heads, self.head_dim)
+        return rows * attention_core_flops(self.sequence, query_heads, self.head_dim)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class PathPoint:
     flops_removed: float
     error: float
     shape: AttentionShape | int | LowRankShape | UniformShape  # what the point keeps
+    core_removed: float = 0.0  # of flops_removed, attention products (QK^T, AV) rather than linears
 
 
 @dataclass(frozen=True)
@@ -58,4 +59,5 @@ class CompressionPlan:
 
     blocks: dict[str, BlockPlan] = field(default_factory=dict)
     flops_removed: float = 0.0
+    core_removed: float = 0.0  # of flops_removed, attention products
     expected_error: float = 0.0

@@ -47,8 +47,13 @@ def test_compress_meets_budget_and_round_trips(family: str, model_dirs, shapes_s
     events = []
     result = compress(str(model_dirs[family]), tmp_path / "out", config, progress=events.append)
     report = result.report
-    assert report["flops"]["scope_ratio"] <= 0.5 + 0.02
-    assert report["flops"]["scope_ratio"] >= 0.5 - 0.02
+    # The budget holds with and without attention products (torch's counter skips them on CPU), so the
+    # stricter count lands on it; except where those products are most of the work: the tiny SigLIP 2
+    # tower runs 256 patches at width 32, and its linears alone cannot get down to half.
+    if family == "siglip2_dual":
+        assert 0.5 - 0.02 <= report["flops"]["scope_ratio"] <= 0.5 + 0.02
+    else:
+        assert 0.5 - 0.02 <= _landed(report) <= 0.5 + 0.02
     assert report["params"]["after"]["total"] < report["params"]["before"]["total"]
     assert {e.stage for e in events} >= {"loading", "profiling", "pruning_heads", "compressing_ffn", "saving"}
     assert report["heads"]["layers"], "per-layer heads are reported"
@@ -118,6 +123,11 @@ def test_reloaded_equals_in_memory_compressed_model(tied: bool, model_dirs, tmp_
     assert (reloaded.lm_head.weight is reloaded.model.embed_tokens.weight) == tied
 
 
+def _landed(report: dict) -> float:
+    """The stricter of the two FLOP counts: all FLOPs, and linears and convolutions alone."""
+    return max(report["flops"]["scope_ratio"], report["flops"]["scope_ratio_linears"])
+
+
 @pytest.mark.parametrize("reconstruct", [True, False], ids=["refit", "no_refit"])
 @pytest.mark.parametrize("heads", sorted(set(HEAD_METHODS) - {"none"}))
 def test_every_head_method_meets_the_budget(heads: str, reconstruct: bool, model_dirs, tmp_path: Path) -> None:
@@ -125,7 +135,7 @@ def test_every_head_method_meets_the_budget(heads: str, reconstruct: bool, model
         target_flops_ratio=0.6, heads=heads, reconstruct=reconstruct, measure_latency=False, **FAST
     )
     report = compress(str(model_dirs["bert"]), tmp_path / "out", config).report
-    assert abs(report["flops"]["scope_ratio"] - 0.6) <= 0.02
+    assert abs(_landed(report) - 0.6) <= 0.02
     assert report["heads"]["method"] == heads and report["heads"]["reconstruct"] == reconstruct
     assert any(len(layer["kept"]) < layer["num_heads"] for layer in report["heads"]["layers"].values())
     load_compressed(tmp_path / "out")
