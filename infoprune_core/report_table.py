@@ -63,6 +63,14 @@ def format_report(report: dict[str, Any]) -> str:
         if isinstance(values, dict)
     ]
     sections.append(table(["fidelity", "kind", "divergence", "cosine", "top-1 agreement"], fidelity_rows))
+    recovery = report.get("recovery")
+    if isinstance(recovery, dict) and "kept" in recovery:
+        held_out = recovery.get("held_out_divergence") or {}
+        sections.append(
+            f"recovery: {recovery['steps']} steps, held-out divergence {_cell(held_out.get('before'))} -> "
+            f"{_cell(held_out.get('distilled'))}: distilled weights "
+            + ("kept" if recovery["kept"] else "discarded (further from the original)")
+        )
     if "accuracy" in report:
         accuracy = report["accuracy"]
         stages = [k for k in ("before", "after_compression", "after_recovery") if k in accuracy]

@@ -32,6 +32,9 @@ def test_compress_prints_report_and_writes_json(model_dirs, tmp_path: Path, caps
     assert "scope FLOPs ratio" in printed and "speed-up" in printed
     report = json.loads((tmp_path / "report.json").read_text())
     assert abs(report["flops"]["scope_ratio"] - 0.5) <= 0.02
+    # whether distillation was kept is said, so discarded steps are not mistaken for a recovered model
+    outcome = "kept" if report["recovery"]["kept"] else "discarded"
+    assert f"distilled weights {outcome}" in printed
 
 
 def test_method_options_reach_the_pipeline(model_dirs, tmp_path: Path) -> None:

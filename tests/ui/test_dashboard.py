@@ -75,6 +75,8 @@ def test_submit_a_job_watch_it_live_and_read_its_report(
     quality = {row[0]: row[1:] for row in _rows(page, "#quality")}
     cosine = report["fidelity"]["after_recovery"]["cosine"]
     assert quality["cosine"][-1] == f"{cosine:.4f}" and len(quality["cosine"]) == 2  # before and after recovery
+    outcome = "kept" if report["recovery"]["kept"] else "discarded"
+    assert f"distilled weights {outcome}" in page.locator("#recovery").inner_text()
     assert len(_rows(page, "#latency")) == 2
     assert page.locator("[data-section='Stage timings'] rect.bar").count() == len(report["stages_seconds"])
 

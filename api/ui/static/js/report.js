@@ -81,7 +81,15 @@ function quality(report) {
   const r = report?.recovery;
   return section("Fidelity and accuracy",
     table(heads, rows, { id: "quality" }),
-    isObj(r) ? h("p", { class: "muted" }, `recovery: ${r.steps ?? "?"} steps, distillation loss ${fixed(r.first_loss, 4)} → ${fixed(r.last_loss, 4)}`) : null);
+    isObj(r) ? h("p", { class: "muted", id: "recovery" }, `recovery: ${r.steps ?? "?"} steps, distillation loss ${fixed(r.first_loss, 4)} → ${fixed(r.last_loss, 4)}${recoveryOutcome(r)}`) : null);
+}
+
+function recoveryOutcome(r) {
+  const d = r.held_out_divergence;
+  const moved = isObj(d) ? ` (held-out divergence ${fixed(d.before, 4)} → ${fixed(d.distilled, 4)})` : "";
+  if (r.kept === true) return `; distilled weights kept${moved}`;
+  if (r.kept === false) return `; distilled weights discarded, they were further from the original${moved}`;
+  return "";
 }
 
 function methods(report) {
