@@ -34,6 +34,16 @@ def test_images_are_pinned_and_nothing_comes_from_a_container_registry_at_build_
     assert "curl" not in dockerfile and "wget" not in dockerfile
 
 
+def test_the_api_image_serves_swagger_ui_from_its_own_files() -> None:
+    """/docs renders offline only with swagger-ui-dist next to the API (api/routes/ui.py): the api image
+    installs it from the same lock file as scripts/setup_ui.sh."""
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    api = dockerfile.split(" AS api", 1)[1].split("\nFROM ", 1)[0]
+    assert "COPY --from=ui /ui/node_modules ./api/ui/node_modules" in api
+    ui = dockerfile.split(" AS ui", 1)[1].split("\nFROM ", 1)[0]
+    assert "package-lock.json" in ui and "npm ci" in ui
+
+
 def test_flower_needs_a_password_and_listens_on_loopback() -> None:
     flower = _compose()["services"]["flower"]
     assert "FLOWER_BASIC_AUTH" in flower["environment"] and ":?" in flower["environment"]["FLOWER_BASIC_AUTH"]
