@@ -61,9 +61,10 @@ def test_unreachable_and_error_bound() -> None:
     assert within_error(path, 0.0) == 0
 
 
-def test_uniform_plan_is_the_best_common_layout() -> None:
-    """Every block gets the same layout; of all common layouts that remove enough, the least total error."""
-    from infoprune_core.plan.budget import BlockPaths, Budget, plan_uniform
+def test_uniform_plan_is_the_best_common_layout_within_the_free_plans_attention_share() -> None:
+    """Every block gets the same layout; of the common layouts that remove enough and take no more of the
+    attention than the free plan at that budget does, the least total error; without such a layout, any."""
+    from infoprune_core.plan.budget import BlockPaths, Budget, plan_for_budget, plan_uniform
     from infoprune_core.plan.types import AttentionShape
 
     def block(head_errors: list[float], width_errors: list[float]) -> BlockPaths:
@@ -71,16 +72,29 @@ def test_uniform_plan_is_the_best_common_layout() -> None:
         widths = [PathPoint(1.0 * i, e, 8 - i) for i, e in enumerate(width_errors)]
         return BlockPaths(list(shapes), widths, attention_flops=6.0, ffn_flops=8.0, attention_shapes=shapes)
 
+    def brute_force(paths: dict[str, BlockPaths], removal: float, cap: float) -> float:
+        return min(
+            sum(p.attention_shapes[h].error + p.ffn[w].error for p in paths.values())
+            for h in range(3)
+            for w in range(4)
+            if sum(p.attention_shapes[h].flops_removed + p.ffn[w].flops_removed for p in paths.values()) >= removal
+            and sum(p.attention_shapes[h].flops_removed for p in paths.values()) <= cap
+        )
+
+    # Cheap heads in one block, cheap FFN channels in both: the free plan takes 2 attention FLOPs of 12,
+    # which no common layout matches, so the uniform plan cuts only the FFNs.
     paths = {"s.0": block([0, 0.1, 5.0], [0, 0.2, 0.4, 3.0]), "s.1": block([0, 1.0, 9.0], [0, 0.1, 0.2, 0.3])}
-    plan = plan_uniform(paths, {"s": ["s.0", "s.1"]}, Budget(scope_flops=40.0, target_flops_ratio=0.8))
+    budget = Budget(scope_flops=40.0, target_flops_ratio=0.86)
+    free = plan_for_budget(paths, budget)
+    cap = sum(paths[n].attention_shapes[3 - b.attention.heads_per_group].flops_removed for n, b in free.blocks.items())
+    plan = plan_uniform(paths, {"s": ["s.0", "s.1"]}, budget)
     chosen = {(b.attention, b.ffn_width) for b in plan.blocks.values()}
-    assert len(chosen) == 1
-    # 8 of the 40 FLOPs must go; brute force over the common layouts.
-    best = min(
-        (sum(p.attention_shapes[h].error + p.ffn[w].error for p in paths.values()), h, w)
-        for h in range(3)
-        for w in range(4)
-        if sum(p.attention_shapes[h].flops_removed + p.ffn[w].flops_removed for p in paths.values()) >= 8.0
-    )
-    assert plan.expected_error == pytest.approx(best[0])
-    assert plan.flops_removed >= 8.0
+    assert len(chosen) == 1 and next(iter(chosen))[0] == AttentionShape(1, 3)
+    assert plan.expected_error == pytest.approx(brute_force(paths, 5.6, cap))
+    assert plan.flops_removed >= 5.6
+    # 6.98 FLOPs to go: the free plan still takes 2 attention FLOPs, and the FFNs alone end at 6 (every
+    # width stops at 5 of 8), so any layout may be used.
+    deeper = plan_uniform(paths, {"s": ["s.0", "s.1"]}, Budget(scope_flops=40.0, target_flops_ratio=0.8255))
+    assert next(iter(deeper.blocks.values())).attention != AttentionShape(1, 3)
+    assert deeper.expected_error == pytest.approx(brute_force(paths, 6.98, float("inf")))
+    assert deeper.flops_removed >= 6.98
