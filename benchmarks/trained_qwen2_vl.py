@@ -48,7 +48,6 @@ from typing import Any
 
 import torch
 import transformers as tf
-from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from torch.nn.functional import cross_entropy
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -56,6 +55,7 @@ from infoprune_core import CompressionConfig, compress, load_compressed
 from infoprune_core.adapters.qwen2_vl import IMAGE_PAD, PLACEHOLDER, QwenVisionInputs
 from infoprune_core.calibration.samples import DEMO_IMAGE_TOKEN
 from infoprune_core.demo.dataset import write_jsonl
+from infoprune_core.demo.model import build_tokenizer as demo_tokenizer
 from infoprune_core.demo.shapes import (
     ANSWERS,
     CALIBRATION_SEED,
@@ -66,7 +66,6 @@ from infoprune_core.demo.shapes import (
     Sample,
     generate,
     make_split,
-    vocabulary,
 )
 
 RESULTS = Path(__file__).parent / "results"
@@ -76,7 +75,6 @@ TORCH_SEED = 0
 # The full task (all four kinds) reached only 0.70 held out in 8 minutes (1800 steps) of training from
 # scratch; the colour and count questions are learnt within that time.
 KINDS = ("color", "count")
-SPECIAL = ("<pad>", "<unk>", "<s>", "</s>")
 QWEN_TOKENS = ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>")
 PATCH = 8
 MERGE = 2
@@ -117,20 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_tokenizer() -> tf.PreTrainedTokenizerFast:
-    """Word-level over the task's words; Qwen's vision tokens are special; pads on the left (as the core does)."""
-    vocab = {token: index for index, token in enumerate([*SPECIAL, *QWEN_TOKENS, *vocabulary()])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in QWEN_TOKENS])
-    return tf.PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        padding_side="left",
-        extra_special_tokens={"image_token": IMAGE_PAD},
-    )
+    """The demo's word-level tokenizer with Qwen's vision tokens as its special image tokens, no `<s>`."""
+    return demo_tokenizer(image_tokens=QWEN_TOKENS, image_token=IMAGE_PAD, prepend_bos=False)
 
 
 def build_image_processor() -> Qwen2VLImageProcessorPil:

@@ -35,13 +35,18 @@ NUM_KV_HEADS = 2
 MAX_POSITIONS = 128  # 1 + 64 image tokens + the longest prompt fit easily
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A WordLevel tokenizer over the task's words that prepends `<s>` and pads on the left."""
-    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *vocabulary()])}
+def build_tokenizer(
+    image_tokens: Sequence[str] = (IMAGE_TOKEN,), image_token: str = IMAGE_TOKEN, prepend_bos: bool = True
+) -> PreTrainedTokenizerFast:
+    """A WordLevel tokenizer over the task's words that pads on the left and prepends `<s>` unless told not
+    to; `image_tokens` are special and follow the four basic ones (other families bring their own)."""
+    special = [*SPECIAL_TOKENS[:4], *image_tokens]
+    vocab = {token: index for index, token in enumerate([*special, *vocabulary()])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens(list(SPECIAL_TOKENS))
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    backend.add_special_tokens(special)
+    if prepend_bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
@@ -50,7 +55,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         pad_token="<pad>",
         padding_side="left",
         model_max_length=MAX_POSITIONS,
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        extra_special_tokens={"image_token": image_token},
     )
 
 
